@@ -1,0 +1,1 @@
+"""Lark grammars: `spec.lark` (the .spec file) and `block.lark` (block strings inside it)."""

@@ -1,0 +1,56 @@
+"""specdsl: a declarative architecture-spec compiler for EfficientNet-family ConvNets.
+
+The pipeline, front to back::
+
+    grammar/*.lark --(frontend)--> SpecDocument --(passes.resolve)--> ModelIR --(backends)--> model
+
+``import specdsl`` stays cheap: names are imported on first use, and nothing
+here imports a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelIR",
+    "Report",
+    "SpecError",
+    "analyze",
+    "build",
+    "load",
+    "loads",
+    "scale",
+]
+
+_LAZY = {
+    "SpecError": ("specdsl.errors", "SpecError"),
+    "ModelIR": ("specdsl.ir", "ModelIR"),
+    "Report": ("specdsl.passes.analysis", "Report"),
+    "load": ("specdsl.api", "load"),
+    "loads": ("specdsl.api", "loads"),
+    "analyze": ("specdsl.api", "analyze"),
+    "scale": ("specdsl.api", "scale"),
+    "build": ("specdsl.api", "build"),
+    "weights": ("specdsl.weights", None),
+}
+
+if TYPE_CHECKING:
+    from specdsl import weights
+    from specdsl.api import analyze, build, load, loads, scale
+    from specdsl.errors import SpecError
+    from specdsl.ir import ModelIR
+    from specdsl.passes.analysis import Report
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'specdsl' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)

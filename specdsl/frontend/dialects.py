@@ -1,0 +1,356 @@
+"""Block strings -> `StageArgs`, one decoder per published dialect.
+
+The three dialects share a surface (``key`` + number, joined by ``_``) but not
+a meaning: automl's ``c1`` is Fused-MBConv, tpu's ``c1`` is "MBConv without
+depthwise", timm's ``c24`` is 24 output channels. A spec names its dialect, and
+a key that its dialect does not define is an error, never a guess.
+
+Each decoder records what its reference code builds, in dialect-free terms
+(see `specdsl.spec.StageArgs`), so everything after this module is dialect-blind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lark.exceptions import UnexpectedInput
+
+from specdsl import limits
+from specdsl.errors import SourceSpan, SpecError
+from specdsl.frontend.syntax import block_parser
+from specdsl.spec import StageArgs
+from specdsl.vocabulary import Activation, BlockKind, Dialect
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    value: str | None
+    offset: int  # 0-based character offset inside the block string
+
+
+class _Context:
+    """A block string being decoded: finds options and raises errors pointing at them."""
+
+    def __init__(self, text: str, span: SourceSpan, dialect: Dialect) -> None:
+        self.text = text
+        self.span = span
+        self.dialect = dialect
+        self.options = _split(text, span)
+        self.used: set[str] = set()
+
+    def error(self, message: str, option: Option | None = None, hint: str | None = None) -> SpecError:
+        offset = option.offset if option else 0
+        shown = f"{option.key}{option.value or ''}" if option else self.text
+        where = self.span.model_copy(update={"column": self.span.column + offset, "text": self.text})
+        detail = f"{message} (in {self.dialect.value} block string, at '{shown}')"
+        return SpecError(detail, where, hint=hint)
+
+    def take(self, key: str) -> Option | None:
+        self.used.add(key)
+        return next((option for option in self.options if option.key == key), None)
+
+    def flag(self, key: str) -> bool:
+        option = self.take(key)
+        if option is not None and option.value is not None:
+            raise self.error(f"'{key}' takes no value", option)
+        return option is not None
+
+    def integer(self, key: str, *, required: bool, default: int | None = None, upper: int) -> int | None:
+        option = self.take(key)
+        if option is None:
+            if required:
+                raise self.error(f"missing required option '{key}'")
+            return default
+        if option.value is None or not option.value.isdigit():
+            raise self.error(f"'{key}' needs a whole number", option)
+        if len(option.value) > 9 or int(option.value) > upper:
+            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper}", option)
+        return int(option.value)
+
+    def number(self, key: str, *, upper: float) -> float | None:
+        option = self.take(key)
+        if option is None:
+            return None
+        if option.value is None or option.value.count(".") > 1:
+            raise self.error(f"'{key}' needs a number", option)
+        value = float(option.value)
+        if value > upper:
+            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper:g}", option)
+        return value
+
+    def reject_unused(self) -> None:
+        for option in self.options:
+            if option.key not in self.used:
+                raise self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+
+
+def _split(text: str, span: SourceSpan) -> list[Option]:
+    try:
+        tree = block_parser().parse(text)
+    except UnexpectedInput as exc:
+        column = span.column + max(exc.column - 1, 0)
+        where = span.model_copy(update={"column": column, "text": text})
+        raise SpecError("malformed block string: options are key+number joined by '_'", where) from None
+    options: list[Option] = []
+    for node in tree.children:
+        key_token, *value = node.children
+        option = Option(str(key_token), str(value[0]) if value else None, (key_token.column or 1) - 1)
+        if any(seen.key == option.key for seen in options):
+            where = span.model_copy(update={"column": span.column + option.offset, "text": text})
+            raise SpecError(f"option '{option.key}' given twice", where)
+        options.append(option)
+    return options
+
+
+def _dialect_hint(key: str, dialect: Dialect) -> str | None:
+    owners = {
+        "i": "automl/tpu",
+        "o": "automl/tpu",
+        "skip": "timm",
+        "f": "tpu",
+        "ds": "timm",
+        "ir": "timm",
+        "er": "timm",
+        "cn": "timm",
+    }
+    owner = owners.get(key)
+    if owner and dialect.value not in owner:
+        return f"'{key}' belongs to the {owner} dialect; this spec declares dialect = {dialect.value}"
+    return None
+
+
+# --------------------------------------------------------------------------- common checks
+
+
+def _kernel(ctx: _Context) -> int:
+    option = ctx.take("k")
+    if option is None:
+        raise ctx.error("missing required option 'k' (kernel)")
+    if option.value is None or not option.value.replace(".", "").isdigit():
+        raise ctx.error("'k' needs a whole number", option)
+    if "." in option.value:
+        raise ctx.error("mixed kernels (k3.5.7) are not supported", option)
+    if len(option.value) > 3 or int(option.value) > limits.MAX_KERNEL:
+        raise ctx.error(f"kernel exceeds the limit of {limits.MAX_KERNEL}", option)
+    kernel = int(option.value)
+    if kernel % 2 == 0:
+        raise ctx.error(f"kernel must be odd, got {kernel}", option)
+    return kernel
+
+
+def _repeats(ctx: _Context) -> int:
+    repeats = ctx.integer("r", required=True, upper=limits.MAX_REPEATS)
+    assert repeats is not None
+    if repeats < 1:
+        raise ctx.error("repeats must be at least 1", ctx.take("r"))
+    return repeats
+
+
+def _expansion(ctx: _Context, *, whole: bool) -> float:
+    option = ctx.take("e")
+    if option is None:
+        return 1.0
+    value = ctx.number("e", upper=limits.MAX_EXPANSION)
+    assert value is not None
+    if whole and not value.is_integer():
+        raise ctx.error("expansion must be a whole number in this dialect", option)
+    if value < 1:
+        raise ctx.error(f"expansion must be >= 1, got {option.value}", option)
+    return value
+
+
+def _se(ctx: _Context) -> float | None:
+    option = ctx.take("se")
+    value = ctx.number("se", upper=1.0)
+    if option is not None and (value is None or value <= 0):
+        raise ctx.error("SE ratio must be in (0, 1]", option)
+    return value
+
+
+def _channels(ctx: _Context, key: str, what: str) -> int:
+    value = ctx.integer(key, required=True, upper=limits.MAX_CHANNELS)
+    assert value is not None
+    if value < 1:
+        raise ctx.error(f"{what} channels must be at least 1", ctx.take(key))
+    return value
+
+
+def _check_stride(ctx: _Context, key_option: Option, stride: int) -> int:
+    if stride not in (1, 2):
+        raise ctx.error(f"stride must be 1 or 2, got {stride}", key_option)
+    return stride
+
+
+# --------------------------------------------------------------------------- tf dialects
+
+
+def _tf_stride(ctx: _Context, digits: int) -> int:
+    option = ctx.take("s")
+    if option is None:
+        raise ctx.error("missing required option 's' (stride)")
+    value = option.value or ""
+    if not value.isdigit() or len(value) != digits:
+        if digits == 2:
+            hint = "tensorflow/tpu writes strides as two digits (s11, s22); one-digit strides are dialect automl"
+        else:
+            hint = "google/automl writes strides as one digit (s1, s2); two-digit strides are dialect tpu"
+        raise ctx.error(f"stride must be {digits} digit(s), got 's{value}'", option, hint=hint)
+    if digits == 2 and value[0] != value[1]:
+        raise ctx.error("non-square strides are not supported", option)
+    return _check_stride(ctx, option, int(value[0]))
+
+
+def _decode_tf(ctx: _Context, *, stride_digits: int, conv_types: dict[int, BlockKind]) -> StageArgs:
+    repeats = _repeats(ctx)
+    kernel = _kernel(ctx)
+    stride = _tf_stride(ctx, stride_digits)
+    expansion = _expansion(ctx, whole=True)
+    in_channels = _channels(ctx, "i", "input")
+    out_channels = _channels(ctx, "o", "output")
+    se_ratio = _se(ctx)
+    skip = not ctx.flag("noskip")
+    conv_option = ctx.take("c")
+    conv_type = ctx.integer("c", required=False, default=0, upper=9)
+    assert conv_type is not None
+    if conv_type not in conv_types:
+        raise ctx.error(_TF_CONV_TYPES[ctx.dialect].get(conv_type, f"unknown conv type c{conv_type}"), conv_option)
+    kind = conv_types[conv_type]
+    if kind is BlockKind.FUSED and expansion == 1:
+        kind = BlockKind.CONV  # Fused-MBConv with e1 is a single kxk conv in automl and Keras
+        if se_ratio is not None:
+            raise ctx.error(
+                "SE on a single-conv Fused-MBConv (e1) is placed differently by the references; not supported",
+                ctx.take("se"),
+            )
+    ctx.reject_unused()
+    return StageArgs(
+        text=ctx.text,
+        kind=kind,
+        repeats=repeats,
+        kernel=kernel,
+        stride=stride,
+        expansion=expansion,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        se_ratio=se_ratio,
+        skip=skip,
+        expand_conv=kind is BlockKind.MBCONV and expansion != 1,
+        convention="tf",
+    )
+
+
+_TF_CONV_TYPES: dict[Dialect, dict[int, str]] = {
+    Dialect.TPU: {
+        1: "tensorflow/tpu conv type c1 ('MBConv without depthwise', EfficientNet-EdgeTPU) is not supported; "
+        "for Fused-MBConv use dialect automl, where c1 means Fused-MBConv",
+    },
+    Dialect.AUTOML: {},
+}
+
+
+def _decode_automl(ctx: _Context) -> StageArgs:
+    return _decode_tf(ctx, stride_digits=1, conv_types={0: BlockKind.MBCONV, 1: BlockKind.FUSED})
+
+
+def _decode_tpu(ctx: _Context) -> StageArgs:
+    for key, meaning in (("f", "fused conv"), ("p", "super-pixel"), ("cc", "CondConv")):
+        option = ctx.take(key)
+        if option is not None and option.value not in (None, "0"):
+            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
+        if option is not None and option.value is None:
+            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
+    return _decode_tf(ctx, stride_digits=2, conv_types={0: BlockKind.MBCONV})
+
+
+# --------------------------------------------------------------------------- timm
+
+_TIMM_TYPES = {"ds": BlockKind.MBCONV, "ir": BlockKind.MBCONV, "er": BlockKind.FUSED, "cn": BlockKind.CONV}
+_TIMM_ACTIVATIONS = {
+    "nre": Activation.RELU,
+    "nr6": Activation.RELU6,
+    "nhs": Activation.HARD_SWISH,
+    "nsw": Activation.SILU,
+}
+_TIMM_UNSUPPORTED = {
+    "a": "grouped 1x1 expansion (a)",
+    "p": "grouped 1x1 projection (p)",
+    "fc": "forced in-channels (fc)",
+    "cc": "CondConv (cc)",
+    "gs": "group size (gs)",
+}
+
+
+def _decode_timm(ctx: _Context) -> StageArgs:
+    first = ctx.options[0]
+    if first.key not in _TIMM_TYPES or first.value is not None:
+        raise ctx.error(
+            "timm block strings start with a block type: ds_, ir_, er_ or cn_",
+            first,
+            hint="without a type prefix this looks like the automl or tpu dialect",
+        )
+    ctx.used.add(first.key)
+    block_type = first.key
+    kind = _TIMM_TYPES[block_type]
+    for key, meaning in _TIMM_UNSUPPORTED.items():
+        option = ctx.take(key)
+        if option is not None:
+            raise ctx.error(f"timm option {meaning} is not supported", option)
+    activation = None
+    for option in ctx.options:
+        name = option.key + (option.value or "")
+        if name in _TIMM_ACTIVATIONS:
+            if activation is not None:
+                raise ctx.error("activation given twice", option)
+            activation = _TIMM_ACTIVATIONS[name]
+            ctx.used.add(option.key)
+        elif option.key.startswith("n") and option.key != "noskip":
+            raise ctx.error(f"unknown activation '{name}' (timm knows nre, nr6, nhs, nsw)", option)
+    repeats = _repeats(ctx)
+    kernel = _kernel(ctx)
+    stride_option = ctx.take("s")
+    stride = ctx.integer("s", required=True, upper=9)
+    assert stride is not None and stride_option is not None
+    _check_stride(ctx, stride_option, stride)
+    expansion = _expansion(ctx, whole=False)
+    out_channels = _channels(ctx, "c", "output")
+    se_ratio = _se(ctx)
+    noskip = ctx.flag("noskip")
+    skip_flag = ctx.flag("skip")
+    if noskip and skip_flag:
+        raise ctx.error("'skip' and 'noskip' contradict each other", ctx.take("skip"))
+    if block_type in ("ds", "cn") and expansion != 1:
+        raise ctx.error(f"timm '{block_type}' blocks have no expansion; drop 'e'", ctx.take("e"))
+    if block_type == "cn" and se_ratio is not None:
+        raise ctx.error("timm 'cn' blocks have no SE", ctx.take("se"))
+    ctx.reject_unused()
+    skip = skip_flag if block_type == "cn" else not noskip
+    return StageArgs(
+        text=ctx.text,
+        kind=kind,
+        repeats=repeats,
+        kernel=kernel,
+        stride=stride,
+        expansion=expansion,
+        in_channels=None,
+        out_channels=out_channels,
+        se_ratio=se_ratio,
+        skip=skip,
+        activation=activation,
+        expand_conv=block_type == "ir",
+        convention="timm",
+    )
+
+
+_DECODERS: dict[Dialect, Callable[[_Context], StageArgs]] = {
+    Dialect.AUTOML: _decode_automl,
+    Dialect.TPU: _decode_tpu,
+    Dialect.TIMM: _decode_timm,
+}
+
+
+def decode_block(text: str, span: SourceSpan, dialect: Dialect) -> StageArgs:
+    """Decode one stage line; errors point at the offending option's column."""
+    ctx = _Context(text, span, dialect)
+    return _DECODERS[dialect](ctx)

@@ -1,0 +1,186 @@
+"""Files -> `SpecDocument`: reading, `extends` chains, merging and validation.
+
+Security model: a spec is data. Nothing is evaluated; `extends` may only name
+files under an allowed root (the shipped library, or the directory of the spec
+the user named), cycles are caught, and files and chains are size-limited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from specdsl import limits
+from specdsl.errors import SourceSpan, SpecError
+from specdsl.frontend.dialects import decode_block
+from specdsl.frontend.syntax import RawSpec, RawValue, parse_text
+from specdsl.spec import SECTIONS, TOP_LEVEL_KEYS, SpecDocument
+from specdsl.vocabulary import Dialect
+
+
+def library_root() -> Path:
+    """Directory of the shipped spec library (`specs/` in a checkout)."""
+    return Path(str(resources.files("specdsl.specs"))).resolve()
+
+
+def read_spec_text(path: Path, shown: str) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SpecError(f"cannot read spec: {exc.strerror or exc}", path=shown) from None
+    if not path.is_file():
+        raise SpecError("not a regular file", path=shown)
+    if size > limits.MAX_SPEC_BYTES:
+        raise SpecError(f"spec file is {size} bytes; the limit is {limits.MAX_SPEC_BYTES}", path=shown)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec is not valid UTF-8 (byte {exc.start})", path=shown) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec: {exc.strerror or exc}", path=shown) from None
+
+
+def _check_text(text: str, shown: str) -> None:
+    if len(text.encode("utf-8", "surrogatepass")) > limits.MAX_SPEC_BYTES:
+        raise SpecError(f"spec text exceeds {limits.MAX_SPEC_BYTES} bytes", path=shown)
+
+
+class _Chain:
+    """Loads a file and the files it extends, base first."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self.roots = [root.resolve() for root in roots]
+
+    def resolve_extends(self, raw: RawSpec, value: RawValue, base_dir: Path) -> Path:
+        if not isinstance(value.value, str):
+            raise SpecError("extends takes a quoted path", value.span)
+        target = (base_dir / value.value).resolve()
+        if not any(target.is_relative_to(root) for root in self.roots):
+            allowed = ", ".join(str(root) for root in self.roots)
+            raise SpecError(f"extends path escapes the allowed roots ({allowed})", value.span)
+        if not target.is_file():
+            raise SpecError(f"extends: no such spec file '{value.value}'", value.span)
+        return target
+
+    def load(self, raw: RawSpec, base_dir: Path, seen: tuple[Path, ...]) -> list[RawSpec]:
+        extends = raw.top.get("extends")
+        if extends is None:
+            return [raw]
+        if len(seen) >= limits.MAX_EXTENDS_DEPTH:
+            raise SpecError(f"extends chain deeper than {limits.MAX_EXTENDS_DEPTH}", extends.span)
+        target = self.resolve_extends(raw, extends, base_dir)
+        if target in seen:
+            cycle = " -> ".join(p.name for p in (*seen, target))
+            raise SpecError(f"extends cycle: {cycle}", extends.span)
+        parent = parse_text(read_spec_text(target, str(target)), str(target))
+        return [*self.load(parent, target.parent, (*seen, target)), raw]
+
+
+def _merge(chain: list[RawSpec]) -> tuple[dict[str, Any], dict[str, SourceSpan], RawSpec]:
+    """Later files override earlier ones key by key; a `stages` section replaces the whole list."""
+    data: dict[str, Any] = {}
+    spans: dict[str, SourceSpan] = {}
+    stages_from = chain[0]
+    for raw in chain:
+        spans.setdefault("", SourceSpan(path=raw.path, line=1, column=1))
+        for key, value in raw.top.items():
+            if key not in TOP_LEVEL_KEYS:
+                raise SpecError(
+                    f"unknown top-level key '{key}' (expected one of: {', '.join(TOP_LEVEL_KEYS)})", value.span
+                )
+            if key != "extends":
+                data[key] = value.value
+                spans[key] = value.span
+        for section, entries in raw.sections.items():
+            if section not in SECTIONS:
+                raise SpecError(
+                    f"unknown section '{section}' (expected one of: stages, {', '.join(SECTIONS)})",
+                    raw.section_spans[section],
+                )
+            spans[section] = raw.section_spans[section]
+            target = data.setdefault(section, {})
+            for key, value in entries.items():
+                target[key] = value.value
+                spans[f"{section}.{key}"] = value.span
+        if raw.stages is not None:
+            stages_from = raw
+    spans[""] = SourceSpan(path=chain[-1].path, line=1, column=1)
+    return data, spans, stages_from
+
+
+def _validation_error(exc: ValidationError, spans: dict[str, SourceSpan]) -> SpecError:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    span = None
+    probe = key
+    while probe:
+        if probe in spans:
+            span = spans[probe]
+            break
+        probe = probe.rpartition(".")[0]
+    span = span or spans.get("")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown key '{loc[-1]}'" + (f" in section '{loc[0]}'" if len(loc) > 1 else "")
+        section_model = SECTIONS.get(loc[0])
+        hint = f"{loc[0]} takes: {', '.join(section_model.model_fields)}" if section_model else None
+        return SpecError(message, span, hint=hint)
+    if error["type"] == "missing":
+        return SpecError(f"missing required key '{key}'", span)
+    return SpecError(f"{key}: {error['msg']}", span)
+
+
+def document_from_chain(chain: list[RawSpec]) -> SpecDocument:
+    data, spans, stages_from = _merge(chain)
+    dialect_text = data.get("dialect")
+    if dialect_text is None:
+        raise SpecError(
+            "missing required key 'dialect' (automl, tpu or timm): block strings mean different things in each",
+            spans.get(""),
+        )
+    try:
+        dialect = Dialect(dialect_text)
+    except ValueError:
+        raise SpecError(
+            f"unknown dialect {dialect_text!r}; expected one of: {', '.join(d.value for d in Dialect)}",
+            spans["dialect"],
+        ) from None
+    if stages_from.stages is None:
+        raise SpecError("missing 'stages' section", spans.get(""))
+    if stages_from.stages_span is not None:
+        spans["stages"] = stages_from.stages_span
+    if len(stages_from.stages) > limits.MAX_STAGES:
+        raise SpecError(f"{len(stages_from.stages)} stages; the limit is {limits.MAX_STAGES}", spans["stages"])
+    stages = []
+    for index, (text, span) in enumerate(stages_from.stages):
+        spans[f"stages.{index}"] = span
+        stages.append(decode_block(text, span, dialect))
+    data["stages"] = stages
+    try:
+        return SpecDocument.model_validate({**data, "spans": spans})
+    except ValidationError as exc:
+        raise _validation_error(exc, spans) from None
+
+
+def load_document(path: str | Path, *, roots: Sequence[Path] = ()) -> SpecDocument:
+    """Load a spec file. `extends` may reach the file's own directory, the library and `roots`."""
+    shown = str(path)
+    file = Path(path)
+    text = read_spec_text(file, shown)
+    raw = parse_text(text, shown)
+    base = file.resolve().parent
+    chain = _Chain([base, library_root(), *roots]).load(raw, base, (file.resolve(),))
+    return document_from_chain(chain)
+
+
+def loads_document(text: str, name: str = "<string>", *, base_dir: Path | None = None) -> SpecDocument:
+    """Load spec text; `extends` resolves against `base_dir` (default: the working directory)."""
+    _check_text(text, name)
+    raw = parse_text(text, name)
+    base = (base_dir or Path.cwd()).resolve()
+    chain = _Chain([base, library_root()]).load(raw, base, ())
+    return document_from_chain(chain)

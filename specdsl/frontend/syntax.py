@@ -1,0 +1,151 @@
+"""Text -> `RawSpec`: the .spec grammar applied, values typed, every item located.
+
+Nothing here knows what a key means; that is `document.py`'s job. Only lark
+is imported, so the front end runs without any deep-learning framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from specdsl.errors import SourceSpan, SpecError
+
+Scalar = int | float | str | bool | None
+
+
+@dataclass(frozen=True)
+class RawValue:
+    value: Scalar | list[Scalar] | dict[str, Scalar]
+    span: SourceSpan
+
+
+@dataclass
+class RawSpec:
+    """One file as written: no extends merged, no defaults filled in."""
+
+    path: str
+    top: dict[str, RawValue] = field(default_factory=dict)
+    sections: dict[str, dict[str, RawValue]] = field(default_factory=dict)
+    section_spans: dict[str, SourceSpan] = field(default_factory=dict)
+    stages: list[tuple[str, SourceSpan]] | None = None
+    stages_span: SourceSpan | None = None
+    comments: list[tuple[int, str]] = field(default_factory=list)  # (line, text), for the formatter
+
+
+@cache
+def _grammar(name: str) -> Lark:
+    """Grammars are constants; building one costs ~20 ms, so build each once per process."""
+    text = resources.files("specdsl.grammar").joinpath(name).read_text(encoding="utf-8")
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def block_parser() -> Lark:
+    return _grammar("block.lark")
+
+
+def _line_of(text: str, line: int) -> str:
+    lines = text.splitlines()
+    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+
+def _describe(exc: UnexpectedInput, text: str) -> str:
+    if isinstance(exc, UnexpectedEOF):
+        return "unexpected end of file (is a '}' missing?)"
+    if isinstance(exc, UnexpectedCharacters):
+        return f"unexpected character {text[exc.pos_in_stream]!r}"
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        if token.type == "$END":
+            return "unexpected end of file (is a '}' missing?)"
+        expected = sorted(exc.expected)
+        hint = ""
+        if "EQUAL" in expected and token.type != "EQUAL":
+            hint = " (expected '=' after a key)"
+        elif "RBRACE" in expected:
+            hint = " (expected an assignment or '}')"
+        return f"unexpected {token.value!r}{hint}"
+    return "syntax error"  # pragma: no cover - lark has no other subclasses
+
+
+def _span(path: str, item: Token | Tree, text: str | None = None) -> SourceSpan:
+    if isinstance(item, Token):
+        return SourceSpan(path=path, line=item.line or 1, column=item.column or 1, text=text or str(item))
+    meta = item.meta
+    return SourceSpan(path=path, line=meta.line, column=meta.column, text=text or "")
+
+
+def _scalar(tree: Tree) -> Scalar:
+    token = tree.children[0]
+    raw = str(token)
+    if tree.data == "number":
+        if any(c in raw for c in ".eE"):
+            return float(raw)
+        return int(raw)
+    if tree.data == "string":
+        return raw[1:-1]
+    return {"true": True, "false": False, "none": None}.get(raw, raw)
+
+
+def _value(tree: Tree) -> Scalar | list[Scalar] | dict[str, Scalar]:
+    if tree.data == "range":
+        start, end = (_scalar(child) for child in tree.children)
+        return {"start": start, "end": end}
+    if tree.data == "list":
+        return [_scalar(child) for child in tree.children if child is not None]
+    return _scalar(tree)
+
+
+def parse_text(text: str, path: str) -> RawSpec:
+    """Parse one spec file's text. Raises `SpecError` located at the first syntax error."""
+    comments: list[tuple[int, str]] = []
+    try:
+        tree = _grammar("spec.lark").parse(text)
+    except UnexpectedInput as exc:
+        line, column = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
+        span = SourceSpan(path=path, line=line, column=column, text=_line_of(text, line))
+        raise SpecError(_describe(exc, text), span) from None
+    for number, line_text in enumerate(text.splitlines(), start=1):
+        stripped = line_text.strip()
+        if stripped.startswith("#"):
+            comments.append((number, stripped))
+
+    raw = RawSpec(path=path, comments=comments)
+    source_lines = text.splitlines()
+
+    def assignment_span(node: Tree) -> SourceSpan:
+        line = node.meta.line
+        return _span(path, node, source_lines[line - 1].strip())
+
+    def read_assignments(nodes: list[Tree], into: dict[str, RawValue], where: str) -> None:
+        for node in nodes:
+            key_token, value_tree = node.children
+            key = str(key_token)
+            if key in into:
+                raise SpecError(f"duplicate key '{key}' in {where}", assignment_span(node))
+            into[key] = RawValue(_value(value_tree), assignment_span(node))
+
+    for node in tree.children:
+        if node.data == "assignment":
+            read_assignments([node], raw.top, "the top level")
+        elif node.data == "section":
+            name_token, *assignments = node.children
+            name = str(name_token)
+            span = _span(path, name_token, f"{name} {{")
+            if name in raw.sections:
+                raise SpecError(f"duplicate section '{name}'", span)
+            raw.sections[name] = {}
+            raw.section_spans[name] = span
+            read_assignments(assignments, raw.sections[name], f"section '{name}'")
+        else:  # stages
+            keyword, *blocks = node.children
+            span = _span(path, keyword, "stages {")
+            if raw.stages is not None:
+                raise SpecError("duplicate section 'stages'", span)
+            raw.stages_span = span
+            raw.stages = [(str(block), _span(path, block)) for block in blocks]
+    return raw

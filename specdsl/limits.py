@@ -1,0 +1,47 @@
+"""Upper bounds on everything a spec can ask for.
+
+They are checked on the numbers themselves, before any block list, tensor or
+model is created, so a hostile spec (``r1000000000``, a 10^9-pixel input) is
+rejected in microseconds. Each bound leaves ample room above the largest
+published network (EfficientNet-L2: 5504-wide head, 8256-wide expansions,
+800 px input, 480M parameters).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MAX_SPEC_BYTES: Final = 1 << 20  # a spec file larger than 1 MiB is not a spec
+MAX_EXTENDS_DEPTH: Final = 16
+MAX_STAGES: Final = 64
+MAX_REPEATS: Final = 1024  # per stage, after depth scaling
+MAX_BLOCKS: Final = 4096  # whole network, after depth scaling
+MAX_CHANNELS: Final = 32768  # any width, expanded widths included
+MAX_KERNEL: Final = 31
+MAX_EXPANSION: Final = 64
+MAX_RESOLUTION: Final = 4096  # pixels per side
+MIN_RESOLUTION: Final = 8
+MAX_CLASSES: Final = 100_000
+MAX_INPUT_CHANNELS: Final = 64
+MAX_MULTIPLIER: Final = 64.0  # width / depth multipliers, per-stage depth multipliers
+MAX_PHI: Final = 32.0
+MAX_PARAMS: Final = 4_000_000_000
+MAX_BATCH: Final = 1 << 20
+
+#: Exposed for `docs/language.md` and `specdsl info --limits`.
+ALL: Final[dict[str, float]] = {
+    "spec file bytes": MAX_SPEC_BYTES,
+    "extends depth": MAX_EXTENDS_DEPTH,
+    "stages": MAX_STAGES,
+    "repeats per stage (after scaling)": MAX_REPEATS,
+    "blocks (after scaling)": MAX_BLOCKS,
+    "channels (any width, after scaling)": MAX_CHANNELS,
+    "kernel": MAX_KERNEL,
+    "expansion": MAX_EXPANSION,
+    "resolution (pixels)": MAX_RESOLUTION,
+    "classes": MAX_CLASSES,
+    "input channels": MAX_INPUT_CHANNELS,
+    "width/depth multiplier": MAX_MULTIPLIER,
+    "|phi|": MAX_PHI,
+    "trainable parameters": MAX_PARAMS,
+}

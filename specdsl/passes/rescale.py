@@ -1,0 +1,128 @@
+"""Deriving a new variant: a new `SpecDocument` whose multipliers and resolution are scaled.
+
+Three ways in: a compound coefficient phi (EfficientNet, or EfficientNetV2's
+non-uniform rule), explicit multipliers (how the hand-rounded B1..B8 table is
+reproduced), or a MAC budget, solved for phi by bisection.
+"""
+
+from __future__ import annotations
+
+import math
+
+from specdsl import limits
+from specdsl.errors import SpecError
+from specdsl.passes.analysis import operations
+from specdsl.passes.resolve import resolve
+from specdsl.passes.scaling import compound_factors, round_resolution
+from specdsl.spec import SpecDocument
+
+_PHI_SEARCH = (-limits.MAX_PHI / 4, limits.MAX_PHI / 2)
+
+
+def _fail(message: str) -> SpecError:
+    return SpecError(message, path="<scale>")
+
+
+def _scaled_resolution(doc: SpecDocument, pixels: float) -> int:
+    value = round_resolution(pixels, doc.scaling.resolution_multiple)
+    if doc.scaling.max_resolution is not None:
+        value = min(value, doc.scaling.max_resolution)
+    if not limits.MIN_RESOLUTION <= value <= limits.MAX_RESOLUTION:
+        raise _fail(f"scaled resolution {value} is outside [{limits.MIN_RESOLUTION}, {limits.MAX_RESOLUTION}]")
+    return value
+
+
+def _multiplier(value: float, what: str) -> float:
+    if not (math.isfinite(value) and 0 < value <= limits.MAX_MULTIPLIER):
+        raise _fail(f"{what} multiplier must be in (0, {limits.MAX_MULTIPLIER:g}], got {value:g}")
+    return value
+
+
+def apply(
+    doc: SpecDocument,
+    *,
+    width: float = 1.0,
+    depth: float = 1.0,
+    resolution: int | None = None,
+    train_resolution: int | None = None,
+    stage_growth: list[float] | None = None,
+    dropout: float | None = None,
+    name: str | None = None,
+) -> SpecDocument:
+    """Multiply the document's width/depth multipliers; set resolutions (pixels) when given."""
+    scaling = doc.scaling
+    new_width = _multiplier(scaling.width * _multiplier(width, "width"), "scaled width")
+    new_depth = _multiplier(scaling.depth * _multiplier(depth, "depth"), "scaled depth")
+    scaling_update: dict[str, object] = {"width": new_width, "depth": new_depth}
+    if stage_growth is not None:
+        base = scaling.stage_depth or [1.0] * len(doc.stages)
+        scaling_update["stage_depth"] = [
+            _multiplier(b * g, "stage depth") for b, g in zip(base, stage_growth, strict=True)
+        ]
+    input_update: dict[str, object] = {}
+    if resolution is not None:
+        input_update["resolution"] = _scaled_resolution(doc, resolution)
+    if train_resolution is not None:
+        input_update["train_resolution"] = _scaled_resolution(doc, train_resolution)
+    head_update: dict[str, object] = {}
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise _fail(f"dropout must be in [0, 1), got {dropout:g}")
+        head_update["dropout"] = dropout
+    return doc.model_copy(
+        update={
+            "name": name or doc.name,
+            "scaling": scaling.model_copy(update=scaling_update),
+            "input": doc.input.model_copy(update=input_update),
+            "head": doc.head.model_copy(update=head_update),
+        }
+    )
+
+
+def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDocument:
+    """Compound scaling: depth alpha^phi, width beta^phi, resolution gamma^phi (V2: per-stage growth, capped)."""
+    if not (math.isfinite(phi) and abs(phi) <= limits.MAX_PHI):
+        raise _fail(f"phi must be a finite number with |phi| <= {limits.MAX_PHI:g}, got {phi}")
+    width, depth, growth = compound_factors(doc.scaling, phi)
+    train = doc.input.train_resolution
+    stage_growth = None
+    if doc.scaling.rule == "v2" and doc.scaling.stage_growth is not None:
+        stage_growth = [g**phi for g in doc.scaling.stage_growth]
+    return apply(
+        doc,
+        width=width,
+        depth=depth,
+        resolution=doc.input.resolution * growth,
+        train_resolution=None if train is None else train * growth,
+        stage_growth=stage_growth,
+        name=name,
+    )
+
+
+def _macs(doc: SpecDocument) -> int:
+    return sum(op.macs for op in operations(resolve(doc)))
+
+
+def solve_phi(doc: SpecDocument, target_macs: float) -> float:
+    """The phi whose scaled network's MACs are closest to `target_macs` (bisection on a monotone step function)."""
+    if not (math.isfinite(target_macs) and target_macs > 0):
+        raise _fail(f"target MACs must be a positive number, got {target_macs}")
+    low, high = _PHI_SEARCH
+
+    def macs_at(phi: float) -> float:
+        try:
+            return float(_macs(by_phi(doc, phi)))
+        except SpecError:
+            return math.inf  # beyond a limit: treat as too big
+
+    if macs_at(high) < target_macs:
+        raise _fail(f"target of {target_macs:.4g} MACs is beyond what the limits allow for this spec")
+    if macs_at(low) > target_macs:
+        raise _fail(f"target of {target_macs:.4g} MACs is below the smallest network this spec scales to")
+    for _ in range(48):
+        middle = (low + high) / 2
+        if macs_at(middle) < target_macs:
+            low = middle
+        else:
+            high = middle
+    return min((low, high), key=lambda phi: abs(macs_at(phi) - target_macs))

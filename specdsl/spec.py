@@ -1,0 +1,198 @@
+"""The spec document: what a ``.spec`` file says, after ``extends`` is merged, before scaling.
+
+Each section is a pydantic model whose fields *are* the language reference:
+name, type, default, bounds and description live here once, and the parser,
+the formatter and ``docs/language.md`` all read them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from specdsl import limits
+from specdsl.errors import SourceSpan
+from specdsl.vocabulary import Activation, BlockKind, Dialect, Padding
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputSection(_Section):
+    channels: int = Field(3, ge=1, le=limits.MAX_INPUT_CHANNELS, description="input image channels")
+    resolution: int = Field(
+        ge=limits.MIN_RESOLUTION, le=limits.MAX_RESOLUTION, description="evaluation image size (square), pixels"
+    )
+    train_resolution: int | None = Field(
+        None,
+        ge=limits.MIN_RESOLUTION,
+        le=limits.MAX_RESOLUTION,
+        description="training image size when it differs from `resolution` (EfficientNetV2)",
+    )
+
+
+class StemSection(_Section):
+    channels: int = Field(ge=1, le=limits.MAX_CHANNELS, description="stem conv width before width scaling")
+    kernel: int = Field(3, ge=1, le=limits.MAX_KERNEL, description="stem conv kernel (odd)")
+    stride: int = Field(2, ge=1, le=2, description="stem conv stride")
+    activation: Activation | None = Field(None, description="defaults.activation when unset")
+
+
+class HeadSection(_Section):
+    channels: int | None = Field(
+        1280, ge=1, le=limits.MAX_CHANNELS, description="1x1 head conv width before width scaling; `none` for no conv"
+    )
+    pool: Literal["avg"] = Field("avg", description="global pooling")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the classifier")
+    classes: int = Field(1000, ge=1, le=limits.MAX_CLASSES, description="classifier outputs")
+    activation: Activation | None = Field(None, description="defaults.activation when unset")
+
+
+class DefaultsSection(_Section):
+    activation: Activation = Field(Activation.SILU, description="activation of every block unless overridden")
+    bn_eps: float = Field(1e-3, gt=0.0, le=1.0, description="batch-norm epsilon")
+    bn_momentum: float = Field(0.99, gt=0.0, lt=1.0, description="batch-norm momentum, in `bn_convention`")
+    bn_convention: Literal["tf", "torch"] = Field(
+        "tf",
+        description="tf: running = m*running + (1-m)*batch (Keras, 0.99); torch: running = (1-m)*running + m*batch (0.01)",
+    )
+    padding: Padding = Field(Padding.SAME, description="same: TF SAME (asymmetric); symmetric: (k-1)//2")
+    drop_path: float = Field(
+        0.2, ge=0.0, lt=1.0, description="stochastic depth; block i of N drops with drop_path * i / N"
+    )
+
+
+class ScalingSection(_Section):
+    rule: Literal["compound", "v2"] = Field(
+        "compound",
+        description="compound: uniform depth; v2: EfficientNetV2 non-uniform (stage_depth, max_resolution)",
+    )
+    alpha: float = Field(1.2, gt=0.0, le=limits.MAX_MULTIPLIER, description="depth growth per unit phi")
+    beta: float = Field(1.1, gt=0.0, le=limits.MAX_MULTIPLIER, description="width growth per unit phi")
+    gamma: float = Field(1.15, gt=0.0, le=limits.MAX_MULTIPLIER, description="resolution growth per unit phi")
+    width: float = Field(1.0, gt=0.0, le=limits.MAX_MULTIPLIER, description="width multiplier applied to channels")
+    depth: float = Field(1.0, gt=0.0, le=limits.MAX_MULTIPLIER, description="depth multiplier applied to repeats")
+    divisor: int = Field(8, ge=1, le=256, description="channel widths round to multiples of this")
+    round_up_90: bool = Field(
+        True, description="V1 rule: add `divisor` when rounding lost more than 10% (off for EfficientNetV2)"
+    )
+    scale_stem: bool = Field(True, description="apply the width multiplier to the stem")
+    scale_head: bool = Field(True, description="apply the width multiplier to the head conv")
+    resolution_multiple: int = Field(4, ge=1, le=256, description="scaled resolutions round to multiples of this")
+    stage_depth: list[float] | None = Field(
+        None, description="per-stage depth multipliers on top of `depth`, one per stage line (default all 1)"
+    )
+    stage_growth: list[float] | None = Field(
+        None,
+        description="v2: per-stage extra depth growth; scaling by phi multiplies stage i's depth by growth_i^phi",
+    )
+    max_resolution: int | None = Field(
+        None, ge=limits.MIN_RESOLUTION, le=limits.MAX_RESOLUTION, description="v2: cap on scaled eval resolution"
+    )
+
+    @model_validator(mode="after")
+    def _stage_depth_bounds(self) -> ScalingSection:
+        for name in ("stage_depth", "stage_growth"):
+            for value in getattr(self, name) or ():
+                if not 0.0 < value <= limits.MAX_MULTIPLIER:
+                    raise ValueError(f"{name} entries must be in (0, {limits.MAX_MULTIPLIER:g}], got {value:g}")
+        return self
+
+
+class Range(_Section):
+    """A value that moves linearly from ``start`` to ``end`` over progressive-learning stages."""
+
+    start: float
+    end: float
+
+
+class TrainingRecipe(_Section):
+    """Progressive learning as in EfficientNetV2 (google/automl): ``progressive_stages`` equal stages, stage i of n uses
+    ``start + (end - start) * i / n`` for i = 1..n (image size truncated to an integer)."""
+
+    epochs: int = Field(350, ge=1, le=100_000, description="total training epochs")
+    progressive_stages: int = Field(1, ge=1, le=64, description="progressive-learning stages; 1 = no progression")
+    image_size: Range | None = Field(None, description="image size, min -> max; default: train resolution")
+    randaug: Range | None = Field(None, description="RandAugment magnitude, min -> max")
+    mixup: Range | None = Field(None, description="mixup alpha, min -> max")
+    dropout: Range | None = Field(None, description="head dropout, min -> max; default: head.dropout")
+
+    def schedule(self, train_resolution: int, head_dropout: float) -> list[dict[str, float]]:
+        """Per-stage settings, so users can see where progressive learning actually happens."""
+        image = self.image_size or Range(start=train_resolution, end=train_resolution)
+        dropout = self.dropout or Range(start=head_dropout, end=head_dropout)
+        plan = []
+        for i in range(1, self.progressive_stages + 1):
+            t = i / self.progressive_stages
+            row: dict[str, float] = {
+                "stage": i,
+                "epochs": self.epochs / self.progressive_stages,
+                "image_size": int(image.start + (image.end - image.start) * t),
+                "dropout": dropout.start + (dropout.end - dropout.start) * t,
+            }
+            for name in ("randaug", "mixup"):
+                value: Range | None = getattr(self, name)
+                if value is not None:
+                    row[name] = value.start + (value.end - value.start) * t
+            plan.append(row)
+        return plan
+
+
+class StageArgs(_Section):
+    """One stage line, decoded from its dialect into dialect-free arguments."""
+
+    text: str = Field(description="the block string as written")
+    kind: BlockKind
+    repeats: int = Field(ge=1, le=limits.MAX_REPEATS)
+    kernel: int = Field(ge=1, le=limits.MAX_KERNEL)
+    stride: int = Field(ge=1, le=2)
+    expansion: float = Field(ge=1.0, le=limits.MAX_EXPANSION)
+    in_channels: int | None = Field(ge=1, le=limits.MAX_CHANNELS, description="None: chained from the previous stage")
+    out_channels: int = Field(ge=1, le=limits.MAX_CHANNELS)
+    se_ratio: float | None = Field(gt=0.0, le=1.0)
+    skip: bool = Field(description="residual allowed (it exists only where stride is 1 and widths match)")
+    activation: Activation | None = None
+    expand_conv: bool = Field(description="mbconv: whether the 1x1 expansion conv exists (tf: e != 1; timm ir: always)")
+    convention: Literal["tf", "timm"] = Field(
+        description=(
+            "channel arithmetic of the dialect's reference code. tf: expanded = in*e, SE = max(1, int(in*se)). "
+            "timm: expanded = make_divisible(in*e), SE = max(1, round(expanded*se/e))"
+        )
+    )
+
+
+class SpecDocument(_Section):
+    name: str = Field(min_length=1, max_length=128)
+    dialect: Dialect
+    input: InputSection
+    stem: StemSection
+    stages: list[StageArgs] = Field(min_length=1, max_length=limits.MAX_STAGES)
+    head: HeadSection = HeadSection()
+    defaults: DefaultsSection = DefaultsSection()
+    scaling: ScalingSection = ScalingSection()
+    training: TrainingRecipe = TrainingRecipe()
+    spans: dict[str, SourceSpan] = Field(
+        default_factory=dict, description="where each key and stage line was written (for diagnostics)"
+    )
+
+    def span(self, key: str) -> SourceSpan | None:
+        """Best location for ``key`` (e.g. ``scaling.depth``, ``stages.3``), falling back to its section."""
+        while key:
+            if key in self.spans:
+                return self.spans[key]
+            key = key.rpartition(".")[0]
+        return self.spans.get("")
+
+
+#: Sections in canonical order, with their models. The formatter and the docs walk this.
+SECTIONS: dict[str, type[_Section]] = {
+    "input": InputSection,
+    "stem": StemSection,
+    "head": HeadSection,
+    "defaults": DefaultsSection,
+    "scaling": ScalingSection,
+    "training": TrainingRecipe,
+}
+TOP_LEVEL_KEYS = ("name", "dialect", "extends")

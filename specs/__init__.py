@@ -1,0 +1,1 @@
+"""The shipped spec library (one file per published variant). A package only so installs carry it."""
