@@ -23,6 +23,7 @@ __all__ = [
     "load",
     "loads",
     "scale",
+    "weights",
 ]
 
 _LAZY = {

@@ -56,7 +56,9 @@ class DefaultsSection(_Section):
     bn_momentum: float = Field(0.99, gt=0.0, lt=1.0, description="batch-norm momentum, in `bn_convention`")
     bn_convention: Literal["tf", "torch"] = Field(
         "tf",
-        description="tf: running = m*running + (1-m)*batch (Keras, 0.99); torch: running = (1-m)*running + m*batch (0.01)",
+        description=(
+            "tf: running = m*running + (1-m)*batch (Keras, 0.99); torch: running = (1-m)*running + m*batch (0.01)"
+        ),
     )
     padding: Padding = Field(Padding.SAME, description="same: TF SAME (asymmetric); symmetric: (k-1)//2")
     drop_path: float = Field(

@@ -7,6 +7,7 @@ the user named), cycles are caught, and files and chains are size-limited.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -113,7 +114,8 @@ def _merge(chain: list[RawSpec]) -> tuple[dict[str, Any], dict[str, SourceSpan],
 
 
 def _validation_error(exc: ValidationError, spans: dict[str, SourceSpan]) -> SpecError:
-    error = exc.errors()[0]
+    # An unknown key is usually a typo of a missing one: report it first.
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     span = None
@@ -127,7 +129,10 @@ def _validation_error(exc: ValidationError, spans: dict[str, SourceSpan]) -> Spe
     if error["type"] == "extra_forbidden":
         message = f"unknown key '{loc[-1]}'" + (f" in section '{loc[0]}'" if len(loc) > 1 else "")
         section_model = SECTIONS.get(loc[0])
-        hint = f"{loc[0]} takes: {', '.join(section_model.model_fields)}" if section_model else None
+        hint = None
+        if section_model is not None:
+            close = difflib.get_close_matches(loc[-1], list(section_model.model_fields), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"{loc[0]} takes: {', '.join(section_model.model_fields)}"
         return SpecError(message, span, hint=hint)
     if error["type"] == "missing":
         return SpecError(f"missing required key '{key}'", span)

@@ -34,7 +34,8 @@ class RawSpec:
     section_spans: dict[str, SourceSpan] = field(default_factory=dict)
     stages: list[tuple[str, SourceSpan]] | None = None
     stages_span: SourceSpan | None = None
-    comments: list[tuple[int, str]] = field(default_factory=list)  # (line, text), for the formatter
+    end_lines: dict[str, int] = field(default_factory=dict)  # section -> line of its closing brace
+    comments: dict[int, str] = field(default_factory=dict)  # line -> comment text, kept by the formatter
 
 
 @cache
@@ -100,21 +101,29 @@ def _value(tree: Tree) -> Scalar | list[Scalar] | dict[str, Scalar]:
     return _scalar(tree)
 
 
+def _comments(text: str) -> dict[int, str]:
+    """Comments by line: a '#' outside a quoted string runs to the end of its line."""
+    found = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        quoted = False
+        for index, char in enumerate(line):
+            if char == '"':
+                quoted = not quoted
+            elif char == "#" and not quoted:
+                found[number] = line[index:].rstrip()
+                break
+    return found
+
+
 def parse_text(text: str, path: str) -> RawSpec:
     """Parse one spec file's text. Raises `SpecError` located at the first syntax error."""
-    comments: list[tuple[int, str]] = []
     try:
         tree = _grammar("spec.lark").parse(text)
     except UnexpectedInput as exc:
         line, column = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
         span = SourceSpan(path=path, line=line, column=column, text=_line_of(text, line))
         raise SpecError(_describe(exc, text), span) from None
-    for number, line_text in enumerate(text.splitlines(), start=1):
-        stripped = line_text.strip()
-        if stripped.startswith("#"):
-            comments.append((number, stripped))
-
-    raw = RawSpec(path=path, comments=comments)
+    raw = RawSpec(path=path, comments=_comments(text))
     source_lines = text.splitlines()
 
     def assignment_span(node: Tree) -> SourceSpan:
@@ -140,6 +149,7 @@ def parse_text(text: str, path: str) -> RawSpec:
                 raise SpecError(f"duplicate section '{name}'", span)
             raw.sections[name] = {}
             raw.section_spans[name] = span
+            raw.end_lines[name] = node.meta.end_line
             read_assignments(assignments, raw.sections[name], f"section '{name}'")
         else:  # stages
             keyword, *blocks = node.children
@@ -147,5 +157,6 @@ def parse_text(text: str, path: str) -> RawSpec:
             if raw.stages is not None:
                 raise SpecError("duplicate section 'stages'", span)
             raw.stages_span = span
+            raw.end_lines["stages"] = node.meta.end_line
             raw.stages = [(str(block), _span(path, block)) for block in blocks]
     return raw

@@ -38,7 +38,7 @@ def round_repeats(repeats: int, depth: float) -> int:
 
 def round_resolution(pixels: float, multiple: int) -> int:
     """Nearest multiple of `multiple` (ties round up), never below one multiple."""
-    return max(multiple, int(math.floor(pixels / multiple + 0.5)) * multiple)
+    return max(multiple, math.floor(pixels / multiple + 0.5) * multiple)
 
 
 def compound_factors(scaling: ScalingSection, phi: float) -> tuple[float, float, float]:

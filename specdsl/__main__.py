@@ -1,0 +1,5 @@
+import sys
+
+from specdsl.cli.main import main
+
+sys.exit(main())

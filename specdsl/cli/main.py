@@ -1,0 +1,129 @@
+"""The `specdsl` console script: argument parsing, dispatch and exit codes.
+
+Exit codes: 0 success, 2 bad input (a located diagnostic, no traceback),
+1 internal error (a bug: the traceback is printed so it can be reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from specdsl import __version__
+from specdsl.cli import commands
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+_EPILOG = """examples:
+  specdsl check specs/*.spec
+  specdsl info specs/v2_s.spec
+  specdsl scale specs/b0.spec --phi 3 -o my_b3.spec
+  specdsl build specs/b0.spec --backend torch -o build/b0
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specdsl",
+        description="Declarative architecture-spec compiler for EfficientNet-family ConvNets.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"specdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = sub.add_parser("check", help="parse and validate specs", description="Parse and validate spec files.")
+    check.add_argument("specs", nargs="+", metavar="SPEC")
+    check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    check.set_defaults(run=commands.cmd_check)
+
+    info = sub.add_parser(
+        "info", help="per-stage table of blocks, channels, params and MACs", description="Analyse a spec from its IR."
+    )
+    info.add_argument("spec", metavar="SPEC")
+    info.add_argument("--json", action="store_true", help="print the full report as JSON")
+    info.add_argument("--resolution", type=int, help="analyse at this input size (default: the spec's)")
+    info.add_argument("--batch-size", type=int, default=1, help="batch size for activation memory (default: 1)")
+    info.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"], help="default: float32"
+    )
+    info.add_argument("--schedule", action="store_true", help="also print the progressive-learning schedule")
+    info.set_defaults(run=commands.cmd_info)
+
+    scale = sub.add_parser(
+        "scale",
+        help="derive a scaled variant as a standalone spec",
+        description=(
+            "Derive a scaled variant. Give --phi, or explicit --width/--depth/--resolution, or --target-macs. "
+            "--width and --depth multiply the spec's current multipliers; resolutions are pixels. Without -o the "
+            "spec goes to stdout and the comparison table to stderr."
+        ),
+    )
+    scale.add_argument("spec", metavar="SPEC")
+    mode = scale.add_argument_group("scaling (choose one way)")
+    mode.add_argument("--phi", type=float, help="compound coefficient: depth alpha^phi, width beta^phi, res gamma^phi")
+    mode.add_argument("--width", type=float, help="width multiplier")
+    mode.add_argument("--depth", type=float, help="depth multiplier")
+    mode.add_argument("--resolution", type=int, help="evaluation resolution, pixels")
+    mode.add_argument("--target-macs", type=commands.parse_count, help="MAC budget, e.g. 2e9 or 2G: solves for phi")
+    extra = scale.add_argument_group("variant settings")
+    extra.add_argument("--train-resolution", type=int, help="training resolution, pixels")
+    extra.add_argument("--dropout", type=float, help="head dropout of the new variant")
+    extra.add_argument("--name", help="name of the new variant (default: the base name)")
+    scale.add_argument("-o", "--output", help="write the spec here (default: stdout)")
+    scale.add_argument("--force", action="store_true", help="overwrite an existing output")
+    scale.set_defaults(run=commands.cmd_scale)
+
+    fmt = sub.add_parser("fmt", help="canonical formatting", description="Print specs in canonical layout.")
+    fmt.add_argument("specs", nargs="+", metavar="SPEC")
+    how = fmt.add_mutually_exclusive_group()
+    how.add_argument("-w", "--write", action="store_true", help="rewrite files in place")
+    how.add_argument("--check", action="store_true", help="exit 2 if any file is not canonical")
+    fmt.set_defaults(run=commands.cmd_fmt)
+
+    schema = sub.add_parser("schema", help="print the IR's JSON Schema", description="Print a JSON Schema.")
+    schema.add_argument("--document", action="store_true", help="the spec document's schema instead of the IR's")
+    schema.set_defaults(run=commands.cmd_schema)
+
+    build = sub.add_parser(
+        "build",
+        help="emit a model for a backend",
+        description="Translate a spec for a backend and write the model files (atomically).",
+    )
+    build.add_argument("spec", metavar="SPEC")
+    build.add_argument("--backend", required=True, help="torch (keras and onnx are planned)")
+    build.add_argument("-o", "--output", help="output directory (default: build/<name>)")
+    build.add_argument("--weights", help="canonical safetensors weights to load (default: seeded random init)")
+    build.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    build.add_argument("--deploy", action="store_true", help="fold batch norm into convolutions")
+    build.add_argument("--export", choices=["pt2"], help="also write a torch.export program")
+    build.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    build.set_defaults(run=commands.cmd_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from specdsl.backends import BackendUnavailable
+    from specdsl.errors import SpecError
+
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (SpecError, BackendUnavailable) as error:
+        print(error if isinstance(error, SpecError) else f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:  # a bug: show it
+        import traceback
+
+        traceback.print_exc()
+        print("specdsl: internal error (please report it with the command above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
