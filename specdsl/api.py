@@ -56,8 +56,9 @@ def scale(
         )
     doc = ir.spec
     if target_macs is not None:
-        phi = rescale.solve_phi(doc, target_macs)
-    if phi is not None:
+        doc = rescale.fit_macs(doc, target_macs, name=name)
+        doc = rescale.apply(doc, train_resolution=train_resolution, dropout=dropout)
+    elif phi is not None:
         doc = rescale.by_phi(doc, phi, name=name)
         doc = rescale.apply(doc, train_resolution=train_resolution, dropout=dropout)
     else:

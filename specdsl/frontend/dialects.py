@@ -80,6 +80,13 @@ class _Context:
             raise self.error(f"'{key}{option.value}' exceeds the limit of {upper:g}", option)
         return value
 
+    def reject_unknown(self, known: set[str]) -> None:
+        """Keys foreign to the dialect are reported before anything else: they usually mean a dialect mix-up."""
+        for option in self.options:
+            timm_activation = self.dialect is Dialect.TIMM and option.key.startswith("n")  # checked by the decoder
+            if option.key not in known and not timm_activation:
+                raise self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+
     def reject_unused(self) -> None:
         for option in self.options:
             if option.key not in self.used:
@@ -350,7 +357,17 @@ _DECODERS: dict[Dialect, Callable[[_Context], StageArgs]] = {
 }
 
 
+_TF_KEYS = {"r", "k", "s", "e", "i", "o", "se", "c", "noskip"}
+_KNOWN_KEYS: dict[Dialect, set[str]] = {
+    Dialect.AUTOML: _TF_KEYS,
+    Dialect.TPU: _TF_KEYS | {"f", "p", "cc"},
+    Dialect.TIMM: {"r", "k", "s", "e", "c", "se", "skip"} | set(_TIMM_TYPES) | set(_TIMM_UNSUPPORTED),
+}
+
+
 def decode_block(text: str, span: SourceSpan, dialect: Dialect) -> StageArgs:
     """Decode one stage line; errors point at the offending option's column."""
     ctx = _Context(text, span, dialect)
+    if dialect is not Dialect.TIMM or ctx.options[0].key in _TIMM_TYPES:
+        ctx.reject_unknown(_KNOWN_KEYS[dialect])
     return _DECODERS[dialect](ctx)

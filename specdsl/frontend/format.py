@@ -60,6 +60,7 @@ class _Section:
 class _Layout:
     top: list[_Item]
     sections: list[_Section]
+    head: list[str] = field(default_factory=list)  # comments above the first item: the file's header
     tail: list[str] = field(default_factory=list)  # comments after the last item
 
     def items(self) -> list[_Item]:
@@ -72,18 +73,20 @@ class _Layout:
         """Give each comment to the item on its line (trailing) or the next item below it (leading)."""
         located = sorted((item for item in self.items() if item.line is not None), key=lambda item: item.line or 0)
         by_line = {item.line: item for item in located}
+        first_line = located[0].line if located else None
         for line, text in sorted(comments.items()):
-            if line in by_line:
-                by_line[line].trailing = text
-                continue
             following = next((item for item in located if (item.line or 0) > line), None)
-            if following is None:
+            if first_line is not None and line < first_line:
+                self.head.append(text)
+            elif line in by_line:
+                by_line[line].trailing = text
+            elif following is None:
                 self.tail.append(text)
             else:
                 following.leading.append(text)
 
     def render(self) -> str:
-        out: list[str] = []
+        out: list[str] = list(self.head)
 
         def emit(item: _Item, indent: str) -> None:
             out.extend(indent + comment for comment in item.leading)
@@ -131,8 +134,7 @@ def format_raw(raw: RawSpec) -> str:
             entries = raw.sections[name]
             header = _Item(f"{name} {{", raw.section_spans[name].line)
             body = [
-                _assignment(key, entries[key].value, entries[key].span.line)
-                for key in _key_order(name, list(entries))
+                _assignment(key, entries[key].value, entries[key].span.line) for key in _key_order(name, list(entries))
             ]
         sections.append(_Section(name, header, body, _Item("}", raw.end_lines.get(name))))
     layout = _Layout(top, sections)

@@ -109,7 +109,9 @@ def _merge(chain: list[RawSpec]) -> tuple[dict[str, Any], dict[str, SourceSpan],
                 spans[f"{section}.{key}"] = value.span
         if raw.stages is not None:
             stages_from = raw
-    spans[""] = SourceSpan(path=chain[-1].path, line=1, column=1)
+    # Keys missing everywhere are reported at the named file's first statement.
+    first = min((value.span for value in chain[-1].top.values()), key=lambda s: s.line, default=None)
+    spans[""] = first or SourceSpan(path=chain[-1].path, line=1, column=1)
     return data, spans, stages_from
 
 
@@ -132,7 +134,9 @@ def _validation_error(exc: ValidationError, spans: dict[str, SourceSpan]) -> Spe
         hint = None
         if section_model is not None:
             close = difflib.get_close_matches(loc[-1], list(section_model.model_fields), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"{loc[0]} takes: {', '.join(section_model.model_fields)}"
+            hint = (
+                f"did you mean '{close[0]}'?" if close else f"{loc[0]} takes: {', '.join(section_model.model_fields)}"
+            )
         return SpecError(message, span, hint=hint)
     if error["type"] == "missing":
         return SpecError(f"missing required key '{key}'", span)

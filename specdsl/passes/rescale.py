@@ -103,8 +103,8 @@ def _macs(doc: SpecDocument) -> int:
     return sum(op.macs for op in operations(resolve(doc)))
 
 
-def solve_phi(doc: SpecDocument, target_macs: float) -> float:
-    """The phi whose scaled network's MACs are closest to `target_macs` (bisection on a monotone step function)."""
+def _bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
+    """Bisection on phi (MACs are a non-decreasing step function of it): phis just below and above the target."""
     if not (math.isfinite(target_macs) and target_macs > 0):
         raise _fail(f"target MACs must be a positive number, got {target_macs}")
     low, high = _PHI_SEARCH
@@ -125,4 +125,30 @@ def solve_phi(doc: SpecDocument, target_macs: float) -> float:
             low = middle
         else:
             high = middle
-    return min((low, high), key=lambda phi: abs(macs_at(phi) - target_macs))
+    return low, high
+
+
+def fit_macs(doc: SpecDocument, target_macs: float, *, name: str | None = None) -> SpecDocument:
+    """The compound-scaled variant closest to a MAC budget.
+
+    Depth and width move in whole blocks and multiples of 8 channels, and
+    feature maps in whole pixels, so MACs jump as phi grows (often by more
+    than 10%). So phis near the bisection's answer are each tried with
+    resolutions up to ~12% either side of their own, and the closest wins.
+    """
+    candidates = []
+    phi, _ = _bracket_phi(doc, target_macs)
+    for offset in range(-6, 7):
+        try:
+            scaled = by_phi(doc, phi + 0.05 * offset, name=name)
+        except SpecError:
+            continue
+        step = scaled.scaling.resolution_multiple
+        around = scaled.input.resolution
+        for pixels in range(max(step, around - around // 8), around + around // 8 + 1, step):
+            try:
+                candidate = apply(scaled, resolution=pixels) if pixels != around else scaled
+                candidates.append((abs(_macs(candidate) - target_macs), candidate))
+            except SpecError:
+                continue  # outside the limits
+    return min(candidates, key=lambda pair: pair[0])[1]

@@ -1,0 +1,99 @@
+"""The console script as a user meets it: help, info, fmt, schema, and a fast, framework-free import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import specdsl
+from tests.conftest import SPECS, run_cli
+
+COMMANDS = ["check", "info", "scale", "fmt", "schema", "build"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_everywhere(command: str | None) -> None:
+    result = run_cli(*([command] if command else []), "--help")
+    assert result.returncode == 0
+    assert "usage: specdsl" in result.stdout
+
+
+def test_info_table_lists_every_stage() -> None:
+    result = run_cli("info", str(SPECS / "b0.spec"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "efficientnet-b0 @ 224px"
+    assert sum(line.startswith("stage ") for line in lines) == 7
+    assert "5,288,548" in next(line for line in lines if line.startswith("total"))
+
+
+def test_info_at_another_resolution_and_batch() -> None:
+    ir = specdsl.load(SPECS / "b0.spec")
+    small = specdsl.analyze(ir, resolution=112)
+    assert small.params == specdsl.analyze(ir).params
+    assert small.macs < specdsl.analyze(ir).macs / 3
+    assert specdsl.analyze(ir, batch_size=8).activation_bytes == 8 * specdsl.analyze(ir).activation_bytes
+    half = specdsl.analyze(ir, dtype="float16")
+    assert half.activation_bytes * 2 == specdsl.analyze(ir).activation_bytes
+    result = run_cli("info", str(SPECS / "b0.spec"), "--json", "--resolution", "112")
+    assert json.loads(result.stdout)["macs"] == small.macs
+
+
+def test_info_schedule_shows_progressive_learning() -> None:
+    result = run_cli("info", str(SPECS / "v2_s.spec"), "--schedule")
+    assert result.returncode == 0
+    schedule = result.stdout.split("training schedule")[1].splitlines()
+    assert [line.split()[2] for line in schedule[3:]] == ["171", "214", "257", "300"]
+
+
+def test_fmt_is_canonical_and_keeps_comments(tmp_path: Path) -> None:
+    messy = tmp_path / "messy.spec"
+    messy.write_text(
+        '# my net\ndialect=automl\nname =   "messy"\nstem{channels=16 kernel=3}\n'
+        "input {resolution=64   # small\n}\nstages{\n# first\nr1_k3_s1_e1_i16_o16_c1}\n"
+    )
+    result = run_cli("fmt", str(messy))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        '# my net\nname = "messy"\ndialect = automl\n\ninput {\n    resolution = 64  # small\n}\n\n'
+        "stem {\n    channels = 16\n    kernel = 3\n}\n\nstages {\n    # first\n    r1_k3_s1_e1_i16_o16_c1\n}\n"
+    )
+    assert run_cli("fmt", "--check", str(messy)).returncode == 2
+    assert run_cli("fmt", "-w", str(messy)).returncode == 0
+    assert run_cli("fmt", "--check", str(messy)).returncode == 0
+    assert specdsl.load(messy).name == "messy"
+
+
+def test_fmt_check_on_shipped_specs() -> None:
+    result = run_cli("fmt", "--check", *sorted(str(p) for p in SPECS.glob("*.spec")))
+    assert result.returncode == 0, result.stderr
+
+
+def test_schema_is_json_schema() -> None:
+    result = run_cli("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "ModelIR"
+    assert {"stem", "stages", "head", "spec"} <= set(schema["properties"])
+    document = json.loads(run_cli("schema", "--document").stdout)
+    assert document["title"] == "SpecDocument"
+
+
+def test_import_is_fast_and_framework_free() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter(); import specdsl; specdsl.load('specs/b0.spec'); "
+        "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'onnx', 'numpy') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SPECS.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_module_entry_point_matches_console_script() -> None:
+    result = subprocess.run(["specdsl", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"specdsl {specdsl.__version__}"

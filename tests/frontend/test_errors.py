@@ -1,0 +1,156 @@
+"""Bad input: `path:line:col: error: ...`, the offending text, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import specdsl
+from tests.conftest import SPECS, run_cli
+
+VALID = """name = "tiny"
+dialect = automl
+input { resolution = 64 }
+stem { channels = 16 }
+stages {
+    r1_k3_s1_e1_i16_o16_c1
+    r2_k3_s2_e4_i16_o24_se0.25
+}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "bad.spec") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+CASES = {
+    "typo in a key": (VALID.replace("resolution", "resolutoin"), 3, "unknown key 'resolutoin'"),
+    "typo in a block string": (VALID.replace("r2_k3", "r2_kk3"), 7, "unknown option 'kk'"),
+    "channel mismatch": (VALID.replace("i16_o24", "i20_o24"), 7, "channel mismatch"),
+    "dialect mix": (VALID.replace("r2_k3_s2_e4", "ir_r2_k3_s2_e4"), 7, "unknown option 'ir'"),
+    "billion repeats": (VALID.replace("r2_k3", "r1000000000_k3"), 7, "exceeds the limit"),
+    "syntax": (VALID.replace("stem {", "stem"), 4, "unexpected"),
+    "unknown section": (VALID + "optimizer { lr = 1 }\n", 9, "unknown section 'optimizer'"),
+    "unknown dialect": (VALID.replace("automl", "keras"), 2, "unknown dialect"),
+    "missing dialect": (VALID.replace("dialect = automl\n", ""), 1, "missing required key 'dialect'"),
+    "bad value": (VALID.replace("input { resolution = 64 }", "input { resolution = 64 channels = 0 }"), 3, "channels"),
+    "wrong type": (VALID.replace("stem { channels = 16 }", "stem { channels = 16 activation = swish }"), 4,
+                   "activation"),
+    "resolution vs stride": (VALID.replace("resolution = 64", "resolution = 2"), 3, "resolution"),
+    "too small for stride": (VALID.replace("resolution = 64", "resolution = 8").replace(
+        "r1_k3_s1_e1_i16_o16_c1", "r1_k3_s2_e1_i16_o16_c1\n    r1_k3_s2_e1_i16_o16_c1"), 3, "total stride"),
+    "duplicate key": (VALID.replace("stem { channels = 16 }", "stem { channels = 16 channels = 8 }"), 4, "duplicate"),
+    "depth bomb": (VALID.replace("r2_k3", "r20_k3") + "scaling { depth = 60 }\n", 7, "after depth scaling"),
+    "width bomb": (VALID.replace("o24", "o1024") + "scaling { width = 60 }\n", 7, "limit"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cli_reports_located_error(case: str, tmp_path: Path) -> None:
+    text, line, message = CASES[case]
+    path = write(tmp_path, text)
+    result = run_cli("check", str(path))
+    assert result.returncode == 2, result.stdout
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{path}:{line}:"), first
+    assert ": error: " in first
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    offending = result.stderr.splitlines()[1].strip()
+    assert offending and offending in text  # the offending source text is shown
+
+
+def test_python_api_error_carries_location(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("i16_o24", "i20_o24"))
+    with pytest.raises(specdsl.SpecError) as caught:
+        specdsl.load(path)
+    assert (caught.value.path, caught.value.line, caught.value.column) == (str(path), 7, 5)
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    write(tmp_path, 'extends = "b.spec"\nname = "a"\n', "a.spec")
+    write(tmp_path, 'extends = "a.spec"\n', "b.spec")
+    result = run_cli("check", str(tmp_path / "a.spec"))
+    assert result.returncode == 2
+    assert "extends cycle" in result.stderr and ":1:1: error:" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["../outside.spec", "/etc/hostname", "../../../../etc/passwd"])
+def test_extends_cannot_escape_the_root(tmp_path: Path, target: str) -> None:
+    (tmp_path / "outside.spec").write_text(VALID)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path = write(inner, f'extends = "{target}"\n')
+    result = run_cli("check", str(path))
+    assert result.returncode == 2
+    assert f"{path}:1:1: error: extends path escapes" in result.stderr
+
+
+def test_extends_a_library_spec_from_the_library(tmp_path: Path) -> None:
+    ir = specdsl.load(SPECS / "b3.spec")  # b3 extends b0 inside the library
+    assert ir.name == "efficientnet-b3"
+
+
+def test_limit_breaking_spec_is_rejected_fast_without_allocating(tmp_path: Path) -> None:
+    bombs = [
+        VALID.replace("r2_k3", "r1000000000_k3"),
+        VALID.replace("o24", "o1000000000"),
+        VALID.replace("resolution = 64", "resolution = 1000000000"),
+        VALID + "scaling { depth = 1e9 }\n",
+        VALID + "scaling { width = 63 depth = 63 }\n",
+        VALID + "head { classes = 1000000000 }\n",
+    ]
+    specdsl.loads(VALID)  # warm imports and grammar caches
+    for text in bombs:
+        tracemalloc.start()
+        start = time.perf_counter()
+        with pytest.raises(specdsl.SpecError):
+            specdsl.loads(text, "bomb.spec")
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert elapsed < 1.0
+        assert peak < 8 * 1024 * 1024, peak  # nothing proportional to the requested size
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "#" * (1 << 20))
+    result = run_cli("check", str(path))
+    assert result.returncode == 2
+    assert "limit" in result.stderr
+
+
+def test_missing_file() -> None:
+    result = run_cli("check", "no/such.spec")
+    assert result.returncode == 2
+    assert result.stderr.startswith("no/such.spec: error:")
+
+
+def test_spec_values_are_never_evaluated(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = VALID.replace('"tiny"', f"\"__import__('os').system('touch {marker}')\"")
+    specdsl.loads(payload)
+    assert not marker.exists()
+
+
+def test_failed_scale_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.spec"
+    result = run_cli("scale", str(SPECS / "b0.spec"), "--phi", "30", "-o", str(out))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_without_backend_names_what_is_missing(tmp_path: Path) -> None:
+    result = run_cli("build", str(SPECS / "b0.spec"), "--backend", "keras", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "keras" in result.stderr and "not implemented" in result.stderr
+    assert not (tmp_path / "out").exists()
+    unknown = run_cli("build", str(SPECS / "b0.spec"), "--backend", "jax")
+    assert unknown.returncode == 2 and "unknown backend" in unknown.stderr
