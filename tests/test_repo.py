@@ -1,0 +1,31 @@
+"""Repository hygiene: lint, and the README's commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_starts_with_two_commands_that_ci_runs() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert all(command in ci for command in commands)
+    assert "torch==2.13.0" in commands[0]  # pinned: an unpinned torch pulls CUDA wheels
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is part of the [test] extra")
+def test_ruff_clean() -> None:
+    for args in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run(["ruff", *args], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
