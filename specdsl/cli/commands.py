@@ -141,13 +141,28 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_weights(path: str, ir: ModelIR) -> object:
+    """Load and check a weights file up front, so a bad file is a diagnostic, not a half-built output."""
+    from specdsl import weights as canonical
+
+    if not Path(path).is_file():
+        raise SpecError("weights file not found", path=path)
+    try:
+        return canonical.load(path, ir)
+    except canonical.WeightsError as error:
+        raise SpecError(str(error), path=path) from None
+    except Exception as error:  # safetensors reports corrupt files with its own exception types
+        raise SpecError(f"not a readable safetensors file ({error})", path=path) from None
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
     ir = api.load(args.spec)
     out_dir = Path(args.output or f"build/{ir.name}")
-    options = {"weights": args.weights, "seed": args.seed, "deploy": args.deploy, "export": args.export}
+    weights = _read_weights(args.weights, ir) if args.weights else None
+    options = {"weights": weights, "seed": args.seed, "deploy": args.deploy, "export": args.export}
     with staged_directory(out_dir, force=args.force) as staging:
         written = backend.emit(ir, staging, **options)
     print(report_table(api.analyze(ir)))

@@ -12,6 +12,20 @@ from pathlib import Path
 from specdsl.errors import SpecError
 
 
+def _umask_mode(base: int) -> int:
+    """Temporary files are created private (0600/0700); give results the permissions a plain open() would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def publish_permissions(root: Path) -> None:
+    """Make `root` and everything under it readable as ordinary output (tempfile makes them private)."""
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        path.chmod(_umask_mode(0o777 if path.is_dir() else 0o666))
+
+
 def refuse_overwrite(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise SpecError("output exists; pass --force to overwrite", path=str(path))
@@ -25,6 +39,7 @@ def write_text(path: Path, text: str, *, force: bool) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        publish_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -40,6 +55,7 @@ def staged_directory(target: Path, *, force: bool) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
+        publish_permissions(staging)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, retired / target.name)
