@@ -46,7 +46,7 @@ def scale(
 
     `width` and `depth` multiply the spec's current multipliers; `resolution`
     and `train_resolution` are pixels. `dropout` and `name` set the new
-    variant's head dropout and name (published variants tabulate dropout).
+    variant's head dropout and name (default: ``<name>-scaled``; published variants tabulate dropout).
     """
     explicit = any(value is not None for value in (width, depth, resolution))
     modes = (phi is not None) + explicit + (target_macs is not None)
@@ -55,6 +55,7 @@ def scale(
             "scale: give exactly one of phi, explicit width/depth/resolution, or target_macs", path="<scale>"
         )
     doc = ir.spec
+    name = name or f"{ir.name}-scaled"
     if target_macs is not None:
         doc = rescale.fit_macs(doc, target_macs, name=name)
         doc = rescale.apply(doc, train_resolution=train_resolution, dropout=dropout)

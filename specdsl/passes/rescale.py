@@ -71,7 +71,7 @@ def apply(
         head_update["dropout"] = dropout
     return doc.model_copy(
         update={
-            "name": name or (doc.name if name is None and width == depth == 1.0 else f"{doc.name}-scaled"),
+            "name": name or doc.name,
             "scaling": scaling.model_copy(update=scaling_update),
             "input": doc.input.model_copy(update=input_update),
             "head": doc.head.model_copy(update=head_update),
