@@ -15,7 +15,7 @@ from specdsl.ir import ModelIR
 
 from .config import network_config
 from .emit import emit
-from .layers import EfficientNet, load_canonical
+from .layers import EfficientNet, materialize
 
 __all__ = ["EfficientNet", "build", "emit", "network_config"]
 
@@ -40,22 +40,19 @@ def build(
     """
     from specdsl import weights as canonical
 
-    if device is not None and torch.device(device).type == "meta":
-        if weights is not None:
-            raise ValueError("a model on the meta device holds no values: build it without weights")
-        with torch.device("meta"):
-            model = EfficientNet(network_config(ir), memory_efficient=memory_efficient)
-        return model.fuse() if deploy else model
-    model = EfficientNet(network_config(ir), memory_efficient=memory_efficient)
-    if weights is None:
-        model.reset_parameters(seed)
-    else:
+    meta = device is not None and torch.device(device).type == "meta"
+    if meta and weights is not None:
+        raise ValueError("a model on the meta device holds no values: build it without weights")
+    with torch.device("meta"):
+        model = EfficientNet(network_config(ir), memory_efficient=memory_efficient)
+    if not meta:
+        state = None
         if isinstance(weights, str | Path):
             state = canonical.load(weights, ir)
-        else:
+        elif weights is not None:
             state = dict(weights)
             canonical.validate(state, ir)
-        load_canonical(model, state)
-    if device is not None:
-        model = model.to(device)
+        model = materialize(model, state, seed)
+        if device is not None:
+            model = model.to(device)
     return model.fuse() if deploy else model

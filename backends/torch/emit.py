@@ -150,12 +150,9 @@ class {cls}(EfficientNet):
 
 def load_model(weights: str | Path | None = WEIGHTS, *, deploy: bool = DEPLOY) -> {cls}:
     """The model in eval mode with canonical weights (``weights=None``: the reference init from SEED)."""
-    model = {cls}()
-    if weights is None:
-        model.reset_parameters(SEED)
-    else:
-        load_canonical(model, read_safetensors(weights))
-    model.eval()
+    with torch.device("meta"):  # shapes only: no default init drawing from the global RNG
+        model = {cls}()
+    model = materialize(model, None if weights is None else read_safetensors(weights), SEED).eval()
     return model.fuse() if deploy else model
 '''
     return header + "\n" + _layers_body() + footer

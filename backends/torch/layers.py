@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -368,9 +368,25 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_canonical(model: EfficientNet, state: dict[str, torch.Tensor]) -> None:
+def load_canonical(model: EfficientNet, state: Mapping[str, torch.Tensor]) -> None:
     """Load canonical weights: every parameter and running stat must be present, nothing extra."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()  # the batch counters are not canonical: they restart at zero
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not name.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def materialize(model: EfficientNet, state: Mapping[str, torch.Tensor] | None, seed: int = 0) -> EfficientNet:
+    """Give a model built on the meta device real CPU storage: ``state`` if given, else the init from ``seed``.
+
+    Building on meta first means no default initializer ever draws from the global RNG.
+    """
+    model = model.to_empty(device="cpu")
+    if state is None:
+        model.reset_parameters(seed)
+    else:
+        load_canonical(model, state)
+    return model
