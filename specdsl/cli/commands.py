@@ -12,7 +12,7 @@ from specdsl.cli.files import staged_directory, write_text
 from specdsl.cli.output import human, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
-from specdsl.frontend.loader import read_spec_text
+from specdsl.frontend.loader import find_spec, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report
@@ -33,6 +33,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.specs)} spec(s) failed", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name, path in library_specs().items():
+        ir = api.load(path)
+        report = api.analyze(ir)
+        rows.append([name, ir.name, ir.spec.dialect.value, ir.resolution, report.blocks, f"{report.params:,}",
+                     human(report.macs)])  # fmt: skip
+    if args.json:
+        keys = ["spec", "name", "dialect", "resolution", "blocks", "params", "macs"]
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+    else:
+        print(table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], rows, align="lllrrrr"))
     return 0
 
 
@@ -116,7 +131,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     unformatted = 0
-    for path in args.specs:
+    for argument in args.specs:
+        path = str(find_spec(argument))
         api.load(path)  # only valid specs are formatted
         text = read_spec_text(Path(path), path)
         formatted = format_raw(parse_text(text, path))

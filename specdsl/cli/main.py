@@ -16,6 +16,7 @@ from specdsl.cli import commands
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
 _EPILOG = """examples:
+  specdsl list
   specdsl check specs/*.spec
   specdsl info specs/v2_s.spec
   specdsl scale specs/b0.spec --phi 3 -o my_b3.spec
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("specs", nargs="+", metavar="SPEC")
     check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     check.set_defaults(run=commands.cmd_check)
+
+    listing = sub.add_parser(
+        "list", help="the shipped spec library", description="List the shipped specs (usable by name: b0, v2_s)."
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=commands.cmd_list)
 
     info = sub.add_parser(
         "info", help="per-stage table of blocks, channels, params and MACs", description="Analyse a spec from its IR."

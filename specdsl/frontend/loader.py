@@ -28,6 +28,26 @@ def library_root() -> Path:
     return Path(str(resources.files("specdsl.specs"))).resolve()
 
 
+LIBRARY_PREFIX = "specdsl:"
+
+
+def library_specs() -> dict[str, Path]:
+    """Shipped specs by name (`b0`, `v2_l`, ...)."""
+    return {path.stem: path for path in sorted(library_root().glob("*.spec"))}
+
+
+def find_spec(argument: str | Path) -> Path:
+    """A spec path as given, else a shipped spec's name (`b0`, `specdsl:b0`), as timm users name models."""
+    path = Path(argument)
+    if path.exists() or not isinstance(argument, str):
+        return path
+    name = argument.removeprefix(LIBRARY_PREFIX).removesuffix(".spec")
+    shipped = library_specs()
+    if "/" not in name and name in shipped:
+        return shipped[name]
+    return path  # reading it reports the missing file
+
+
 def read_spec_text(path: Path, shown: str) -> str:
     try:
         size = path.stat().st_size
@@ -59,6 +79,12 @@ class _Chain:
     def resolve_extends(self, raw: RawSpec, value: RawValue, base_dir: Path) -> Path:
         if not isinstance(value.value, str):
             raise SpecError("extends takes a quoted path", value.span)
+        if value.value.startswith(LIBRARY_PREFIX):
+            name = value.value.removeprefix(LIBRARY_PREFIX).removesuffix(".spec")
+            shipped = library_specs()
+            if name not in shipped:
+                raise SpecError(f"extends: no shipped spec '{name}' (have: {', '.join(shipped)})", value.span)
+            return shipped[name]
         target = (base_dir / value.value).resolve()
         if not any(target.is_relative_to(root) for root in self.roots):
             allowed = ", ".join(str(root) for root in self.roots)
@@ -176,9 +202,10 @@ def document_from_chain(chain: list[RawSpec]) -> SpecDocument:
 
 
 def load_document(path: str | Path, *, roots: Sequence[Path] = ()) -> SpecDocument:
-    """Load a spec file. `extends` may reach the file's own directory, the library and `roots`."""
-    shown = str(path)
-    file = Path(path)
+    """Load a spec file (or a shipped spec by name). `extends` may reach the file's own directory,
+    the library and `roots`."""
+    file = find_spec(path)
+    shown = str(path) if file == Path(path) else str(file)
     text = read_spec_text(file, shown)
     raw = parse_text(text, shown)
     base = file.resolve().parent

@@ -97,3 +97,20 @@ def test_module_entry_point_matches_console_script() -> None:
     result = subprocess.run(["specdsl", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.strip() == f"specdsl {specdsl.__version__}"
+
+
+def test_list_and_load_by_name(tmp_path: Path) -> None:
+    result = run_cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {row["spec"]: row for row in json.loads(result.stdout)}
+    assert set(listed) == {p.stem for p in SPECS.glob("*.spec")}
+    assert listed["v2_l"]["params"] == "118,515,272"
+    assert specdsl.load("b3").network() == specdsl.load(SPECS / "b3.spec").network()
+    assert run_cli("info", "v2_s").stdout.startswith("efficientnetv2-s @ 384px")
+    custom = tmp_path / "mine.spec"
+    custom.write_text('extends = "specdsl:b0"\nname = "mine"\nhead { classes = 10 }\n')
+    ir = specdsl.load(custom)
+    assert (ir.name, ir.head.classes, len(ir.blocks)) == ("mine", 10, 16)
+    custom.write_text('extends = "specdsl:b99"\n')
+    with pytest.raises(specdsl.SpecError, match="no shipped spec 'b99'"):
+        specdsl.load(custom)
