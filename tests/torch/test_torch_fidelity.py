@@ -92,14 +92,19 @@ def test_efficientnet_pytorch_import_rejects_unclaimed_tensors() -> None:
 # --- keras.applications EfficientNetV2 --------------------------------------------------------
 
 
-def keras_reference(constructor: str, seed: int, calibration_size: int | None):  # -> a keras Model
+def keras_reference(constructor: str, seed: int, calibration_size: int | None):  # -> (keras model, its core)
+    """A seeded keras.applications model and the part of it that is the network proper.
+
+    EfficientNetV2 is built without preprocessing; EfficientNet (V1) always has Rescaling and
+    Normalization inside, so its core starts at the stem (the importer skips those layers).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     keras = pytest.importorskip("keras")
     np = pytest.importorskip("numpy")
     keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, constructor)(
-        weights=None, include_preprocessing=False, classifier_activation=None
-    )
+    options = {"include_preprocessing": False} if "V2" in constructor else {}
+    model = getattr(keras.applications, constructor)(weights=None, classifier_activation=None, **options)
+    core = model if "V2" in constructor else keras.Model(model.get_layer("stem_conv_pad").input, model.output)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -108,18 +113,18 @@ def keras_reference(constructor: str, seed: int, calibration_size: int | None): 
             layer.beta.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
             layer.momentum = 0.0  # the calibration pass below sets the moving stats to batch stats
     if calibration_size is not None:
-        model(images(CALIBRATION_BATCH, calibration_size, seed + 1).permute(0, 2, 3, 1).numpy(), training=True)
-    return model
+        core(images(CALIBRATION_BATCH, calibration_size, seed + 1).permute(0, 2, 3, 1).numpy(), training=True)
+    return model, core
 
 
 def check_keras(constructor: str, spec: str) -> None:
     import numpy as np
 
     ir = load_ir(spec)
-    reference = keras_reference(constructor, seed=30, calibration_size=ir.resolution)
+    model, core = keras_reference(constructor, seed=30, calibration_size=ir.resolution)
     x = images(2, ir.resolution, seed=31)
-    expected = torch.from_numpy(np.array(reference(x.permute(0, 2, 3, 1).numpy(), training=False)))
-    assert_faithful(ir, weights.from_keras_applications(reference, ir), x, expected)
+    expected = torch.from_numpy(np.array(core(x.permute(0, 2, 3, 1).numpy(), training=False)))
+    assert_faithful(ir, weights.from_keras_applications(model, ir), x, expected)
 
 
 def test_matches_keras_efficientnetv2_b0() -> None:
@@ -131,8 +136,13 @@ def test_matches_keras_efficientnetv2_s() -> None:
     check_keras("EfficientNetV2S", "v2_s")
 
 
+def test_matches_keras_efficientnet_b0() -> None:
+    """Keras V1 names its depthwise conv `dwconv` and pads explicitly; same numbers all the same."""
+    check_keras("EfficientNetB0", "b0")
+
+
 def test_keras_import_rejects_the_wrong_variant() -> None:
-    reference = keras_reference("EfficientNetV2B0", seed=0, calibration_size=None)
+    reference, _ = keras_reference("EfficientNetV2B0", seed=0, calibration_size=None)
     with pytest.raises(weights.WeightsError, match=r"'stem_conv/kernel'.*\(32, 3, 3, 3\).*'stem.conv.weight'"):
         weights.from_keras_applications(reference, load_ir("v2_s"))
     with pytest.raises(weights.WeightsError, match=r"no 'block1a_dwconv2/kernel' for 'stages.0.0.spatial.conv"):
