@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm2d and SyncBatchNorm alike
 from torch.utils.checkpoint import checkpoint
 
 
@@ -152,7 +153,7 @@ class ConvBNAct(nn.Module):
     @torch.no_grad()
     def fuse(self) -> None:
         bn = self.bn
-        if not isinstance(bn, nn.BatchNorm2d):
+        if not isinstance(bn, _BatchNorm):
             return  # already fused
         weight = self.conv.weight
         # Fold in float64 so the fused model stays within rounding of the unfused one.
@@ -237,7 +238,7 @@ def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
     Momentum 0 leaves the running stats exactly as they are while the BN still saves the same
     tensors for backward (checkpoint checks that); the batch counter is put back afterwards.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for norm in norms:
         norm.momentum = 0.0
@@ -327,7 +328,7 @@ class EfficientNet(nn.Module):
                 bound = 1.0 / math.sqrt(module.out_features)
                 nn.init.uniform_(module.weight, -bound, bound, generator=generator)
                 nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
+            elif isinstance(module, _BatchNorm):
                 module.reset_parameters()
 
     def fuse(self) -> EfficientNet:
@@ -371,7 +372,7 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 def load_canonical(model: EfficientNet, state: Mapping[str, torch.Tensor]) -> None:
     """Load canonical weights: every parameter and running stat must be present, nothing extra."""
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, _BatchNorm):
             module.reset_running_stats()  # the batch counters are not canonical: they restart at zero
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not name.endswith("num_batches_tracked")]
