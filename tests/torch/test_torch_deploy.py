@@ -43,8 +43,7 @@ def test_torch_export_matches_eager() -> None:
     assert not any("sym_size" in target for target in targets)
     with torch.no_grad():
         assert torch.allclose(program.module()(x), model(x), rtol=1e-5, atol=1e-6)
-        fused = torch.export.export(model.fuse(), (x,))
-        assert torch.allclose(fused.module()(x), model(x), rtol=1e-5, atol=1e-6)
+    # The fused (deploy) export is checked through emit(..., deploy=True, export="pt2") in test_torch_emit.
 
 
 def _train_step(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -67,7 +66,7 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, torch
 
 def test_memory_efficient_training_recomputes_without_changing_the_step() -> None:
     ir = load_ir("b0")
-    x = images(4, 96, seed=7)
+    x = images(4, 64, seed=7)
     plain_bytes, plain_grads, plain_state = _train_step(build(ir, seed=8), x)
     lean_bytes, lean_grads, lean_state = _train_step(build(ir, seed=8, memory_efficient=True), x)
     assert any(block.drop_path > 0 for block in ir.blocks)  # stochastic depth is active in both runs
