@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from specdsl.spec import SpecDocument, TrainingRecipe
 from specdsl.vocabulary import Activation, BlockKind, Padding
@@ -66,6 +66,16 @@ class Block(_Frozen):
     drop_path: float = Field(description="stochastic-depth drop probability of this block")
     input_size: int = Field(description="feature-map height/width at the block input")
     output_size: int
+
+    @model_validator(mode="after")
+    def _structure(self) -> Block:
+        if self.kind is BlockKind.CONV and (self.expand_channels is not None or self.se_channels is not None):
+            raise ValueError("a 'conv' block has neither an expansion nor SE")
+        if self.kind is BlockKind.FUSED and self.expand_channels is None:
+            raise ValueError("a 'fused' block always has its expanding k x k conv")
+        if self.residual and (self.stride != 1 or self.in_channels != self.out_channels):
+            raise ValueError("a residual needs stride 1 and equal input and output widths")
+        return self
 
     @property
     def mid_channels(self) -> int:

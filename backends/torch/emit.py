@@ -63,7 +63,7 @@ def emit(
     source = standalone_source(ir, stem, seed=seed, deploy=deploy)
     py = out_dir / f"{stem}.py"
     py.write_text(source, encoding="utf-8")
-    paths = [py, canonical.save(model, out_dir / f"{stem}.safetensors", ir=ir, metadata={"name": ir.name})]
+    paths = [py, canonical.save(model, out_dir / f"{stem}.safetensors", ir=ir)]
     if export == "pt2":
         model.eval()
         if deploy:

@@ -1,5 +1,8 @@
 """Parameters, multiply-accumulates and activation memory, computed from the IR alone.
 
+Operation names follow the canonical weight names (docs/weights.md), so a per-layer
+report lines up with the weights file.
+
 Every figure comes from one walk over the network's operations (`operations`),
 so the per-stage table, the totals and the memory estimate cannot disagree.
 MACs count convolutions and the classifier (what torch.utils.flop_counter
@@ -65,8 +68,8 @@ def block_operations(block: Block) -> Iterator[Op]:
             yield _conv(f"{name}.spatial.conv", mid, mid, block.kernel, size_out, groups=mid)
             yield from _bn_act(f"{name}.spatial", mid, size_out)
         else:  # fused: the spatial conv does the expansion
-            yield _conv(f"{name}.expand.conv", block.in_channels, mid, block.kernel, size_out)
-            yield from _bn_act(f"{name}.expand", mid, size_out)
+            yield _conv(f"{name}.spatial.conv", block.in_channels, mid, block.kernel, size_out)
+            yield from _bn_act(f"{name}.spatial", mid, size_out)
         if block.se_channels is not None:
             yield from _se(name, block, mid, size_out)
         yield _conv(f"{name}.project.conv", mid, block.out_channels, 1, size_out)

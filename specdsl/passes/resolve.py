@@ -173,7 +173,8 @@ def resolve(doc: SpecDocument) -> ModelIR:
         classes=doc.head.classes,
         input_size=size,
     )
-    momentum = 1.0 - defaults.bn_momentum if defaults.bn_convention == "tf" else defaults.bn_momentum
+    # 1 - 0.99 is 0.010000000000000009 in binary; 12 digits keep the intended 0.01 (well below float32).
+    momentum = round(1.0 - defaults.bn_momentum, 12) if defaults.bn_convention == "tf" else defaults.bn_momentum
     ir = ModelIR(
         name=doc.name,
         in_channels=doc.input.channels,
