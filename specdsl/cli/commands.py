@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from specdsl import api
@@ -179,9 +180,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or f"build/{ir.name}")
     weights = _read_weights(args.weights, ir) if args.weights else None
     options = {"weights": weights, "seed": args.seed, "deploy": args.deploy, "export": args.export}
+    report = api.analyze(ir)
+    print(f"building {ir.name} ({report.params:,} params) for {args.backend} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     with staged_directory(out_dir, force=args.force) as staging:
         written = backend.emit(ir, staging, **options)
-    print(report_table(api.analyze(ir)))
+    print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(report_table(report))
     print()
     for path in written:
         print(f"wrote {out_dir / Path(path).name}")
