@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from pydantic import ValidationError
+
 from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.passes.analysis import operations
@@ -69,7 +71,7 @@ def apply(
         if not 0.0 <= dropout < 1.0:
             raise _fail(f"dropout must be in [0, 1), got {dropout:g}")
         head_update["dropout"] = dropout
-    return doc.model_copy(
+    updated = doc.model_copy(
         update={
             "name": name or doc.name,
             "scaling": scaling.model_copy(update=scaling_update),
@@ -77,6 +79,11 @@ def apply(
             "head": doc.head.model_copy(update=head_update),
         }
     )
+    try:  # model_copy does not validate: check the new document as the parser would
+        return SpecDocument.model_validate(updated.model_dump())
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDocument:
