@@ -205,12 +205,6 @@ def measure_speed(settings: Settings) -> tuple[list[Row], dict[str, float]]:
         x = images(batch, seed=batch)
         label = f"deployed inference (fused), batch {batch}"
         rows.append(timed_row(label, 0.85, inference_step(reference, x), inference_step(fused, x), warmup, reps))
-    # Information for the backend: the same fused model with NHWC weights (inputs stay NCHW, as callers pass them).
-    fused = fused.to(memory_format=torch.channels_last)
-    for batch in (1, 8):
-        x = images(batch, seed=batch)
-        label = f"deployed inference (fused, channels_last weights), batch {batch}"
-        rows.append(timed_row(label, None, inference_step(reference, x), inference_step(fused, x), warmup, reps))
     del fused
     x, y = images(TRAIN_BATCH, seed=3), labels(TRAIN_BATCH, seed=4)
     warmup, reps = max(1, settings.warmup - 1), settings.train_reps
@@ -333,8 +327,8 @@ def report(
         "cross-entropy + backward + SGD(momentum 0.9) step in train mode (dropout and drop-path active); "
         "ratio = specdsl median / reference median; ratio of minima = fastest / fastest, a check against "
         "interference (which only adds time)",
-        "- deployed = specdsl `model.fuse()` (BN folded into the convs); the reference has no fused mode, so it "
-        "runs eager",
+        "- deployed = specdsl `model.fuse()` (BN folded into the convs, weights channels_last, inputs NCHW); the "
+        "reference has no fused mode, so it runs eager",
         f"- peak train memory: each configuration in a fresh process (median of {settings.memory_reps}), "
         f"{settings.memory_steps} train steps; reported = peak RSS during the steps minus RSS just "
         f"before them (model, optimizer and batch already built), read as {memory_method}; children run with "

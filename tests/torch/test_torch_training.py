@@ -361,8 +361,6 @@ def test_benchmark_script_quick_run_writes_the_table(tmp_path: Path) -> None:
         "eager inference, batch 8",
         "deployed inference (fused), batch 1",
         "deployed inference (fused), batch 8",
-        "deployed inference (fused, channels_last weights), batch 1",
-        "deployed inference (fused, channels_last weights), batch 8",
         "train step, batch 8",
         "train step, batch 8, channels_last weights",
         "train step, batch 8, memory_efficient=True",
