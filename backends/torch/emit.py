@@ -67,7 +67,9 @@ def emit(
     if export == "pt2":
         model.eval()
         if deploy:
-            model.fuse()
+            # fuse() stores channels_last weights for eager CPU speed; the saved program holds plain
+            # contiguous tensors, which every runtime that loads .pt2 files accepts.
+            model.fuse().to(memory_format=torch.contiguous_format)
         example = torch.zeros(1, ir.in_channels, ir.resolution, ir.resolution)
         program = torch.export.export(model, (example,))
         pt2 = out_dir / f"{stem}.pt2"
