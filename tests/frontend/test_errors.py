@@ -154,3 +154,14 @@ def test_build_without_backend_names_what_is_missing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     unknown = run_cli("build", str(SPECS / "b0.spec"), "--backend", "jax")
     assert unknown.returncode == 2 and "unknown backend" in unknown.stderr
+
+
+def test_missing_framework_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from specdsl.backends import BackendUnavailable, load_backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(BackendUnavailable, match=r"pip install 'specdsl\[torch\]'"):
+        load_backend("torch")
