@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 
 import specdsl
-from tests.conftest import SPECS, run_cli
+from tests.conftest import SPECS, TINY_SPEC, run_cli
 
-VALID = """name = "tiny"
-dialect = automl
-input { resolution = 64 }
-stem { channels = 16 }
-stages {
-    r1_k3_s1_e1_i16_o16_c1
-    r2_k3_s2_e4_i16_o24_se0.25
-}
-"""
+VALID = TINY_SPEC
 
 
 def write(tmp_path: Path, text: str, name: str = "bad.spec") -> Path:

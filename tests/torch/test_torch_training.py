@@ -29,25 +29,19 @@ from torch import nn  # noqa: E402
 import specdsl  # noqa: E402
 from specdsl.backends.torch import build  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
+from tests.conftest import ROOT, TINY_SPEC  # noqa: E402
 
 from .helpers import load_ir, map_blocks, randomize_batch_norm  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-
-TINY = """\
-name = "tiny"
-dialect = automl
-input { resolution = 64 }
-stem { channels = 16 }
-stages {
-    r1_k3_s1_e1_i16_o16_c1
-    r2_k3_s2_e4_i16_o24_se0.25
-}
+TINY = (
+    TINY_SPEC
+    + """\
 head {
     channels = 64
     classes = 10
 }
 """
+)
 
 
 def b0_at(resolution: int = 64) -> ModelIR:
