@@ -264,9 +264,7 @@ def _decode_automl(ctx: _Context) -> StageArgs:
 def _decode_tpu(ctx: _Context) -> StageArgs:
     for key, meaning in (("f", "fused conv"), ("p", "super-pixel"), ("cc", "CondConv")):
         option = ctx.take(key)
-        if option is not None and option.value not in (None, "0"):
-            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
-        if option is not None and option.value is None:
+        if option is not None and option.value != "0":  # an explicit 0 is tpu's default: accepted
             raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
     return _decode_tf(ctx, stride_digits=2, conv_types={0: BlockKind.MBCONV})
 
