@@ -62,6 +62,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.schedule:
             print()
             print(_schedule_table(ir))
+    if args.plot:
+        from specdsl.cli.plot import report_svg
+
+        write_text(Path(args.plot), report_svg(report), force=True)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 

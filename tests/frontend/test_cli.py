@@ -114,3 +114,17 @@ def test_list_and_load_by_name(tmp_path: Path) -> None:
     custom.write_text('extends = "specdsl:b99"\n')
     with pytest.raises(specdsl.SpecError, match="no shipped spec 'b99'"):
         specdsl.load(custom)
+
+
+def test_info_plot_draws_every_stage(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "b0.svg"
+    result = run_cli("info", str(SPECS / "b0.spec"), "--plot", str(out))
+    assert result.returncode == 0, result.stderr
+    svg = ET.parse(out).getroot()
+    namespace = "{http://www.w3.org/2000/svg}"
+    titles = [rect.find(f"{namespace}title").text for rect in svg.iter(f"{namespace}rect")]
+    report = specdsl.analyze(specdsl.load(SPECS / "b0.spec"))
+    rows = [report.stem, *report.stages, report.head]
+    assert titles == [f"{r.name}: {r.params:,}" for r in rows] + [f"{r.name}: {r.macs:,}" for r in rows]
