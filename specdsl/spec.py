@@ -181,11 +181,16 @@ class SpecDocument(_Section):
 
     def span(self, key: str) -> SourceSpan | None:
         """Best location for ``key`` (e.g. ``scaling.depth``, ``stages.3``), falling back to its section."""
-        while key:
-            if key in self.spans:
-                return self.spans[key]
-            key = key.rpartition(".")[0]
-        return self.spans.get("")
+        return nearest_span(self.spans, key)
+
+
+def nearest_span(spans: dict[str, SourceSpan], key: str) -> SourceSpan | None:
+    """The span of ``key``, else of its closest enclosing key (``a.b.c`` -> ``a.b`` -> ``a``), else the file's."""
+    while key:
+        if key in spans:
+            return spans[key]
+        key = key.rpartition(".")[0]
+    return spans.get("")
 
 
 #: Sections in canonical order, with their models. The formatter and the docs walk this.

@@ -85,12 +85,16 @@ class _Context:
         for option in self.options:
             timm_activation = self.dialect is Dialect.TIMM and option.key.startswith("n")  # checked by the decoder
             if option.key not in known and not timm_activation:
-                raise self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+                raise self._unknown(option)
 
     def reject_unused(self) -> None:
+        """Known keys the decoder did not take (a second timm type prefix, say) are unknown here too."""
         for option in self.options:
             if option.key not in self.used:
-                raise self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+                raise self._unknown(option)
+
+    def _unknown(self, option: Option) -> SpecError:
+        return self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
 
 
 def _split(text: str, span: SourceSpan) -> list[Option]:

@@ -19,7 +19,7 @@ from specdsl import limits
 from specdsl.errors import SourceSpan, SpecError
 from specdsl.frontend.dialects import decode_block
 from specdsl.frontend.syntax import RawSpec, RawValue, parse_text
-from specdsl.spec import SECTIONS, TOP_LEVEL_KEYS, SpecDocument
+from specdsl.spec import SECTIONS, TOP_LEVEL_KEYS, SpecDocument, nearest_span
 from specdsl.vocabulary import Dialect
 
 
@@ -146,14 +146,7 @@ def _validation_error(exc: ValidationError, spans: dict[str, SourceSpan]) -> Spe
     error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
-    span = None
-    probe = key
-    while probe:
-        if probe in spans:
-            span = spans[probe]
-            break
-        probe = probe.rpartition(".")[0]
-    span = span or spans.get("")
+    span = nearest_span(spans, key)
     if error["type"] == "extra_forbidden":
         message = f"unknown key '{loc[-1]}'" + (f" in section '{loc[0]}'" if len(loc) > 1 else "")
         section_model = SECTIONS.get(loc[0])
