@@ -97,10 +97,10 @@ def build_reference() -> nn.Module:
 def build_ours(reference: nn.Module | None, memory_efficient: bool = False) -> nn.Module:
     """specdsl B0, with the reference's weights when given (so both compute the same function)."""
     import specdsl
-    from specdsl import weights
+    from specdsl.interop import efficientnet_pytorch as from_efficientnet_pytorch
 
     ir = specdsl.load(ROOT / "specs" / "b0.spec")
-    state = None if reference is None else weights.from_efficientnet_pytorch(reference, ir)
+    state = None if reference is None else from_efficientnet_pytorch.import_weights(reference, ir)
     return specdsl.build(ir, backend="torch", weights=state, seed=0, memory_efficient=memory_efficient)
 
 

@@ -2,7 +2,8 @@
 
 The pipeline, front to back::
 
-    grammar/*.lark --(frontend)--> SpecDocument --(passes.resolve)--> ModelIR --(backends)--> model
+    grammar/*.lark --(frontend)--> SpecDocument --(passes.resolve)--> ModelIR --(passes.lower)--> LoweredNetwork
+        --(backends)--> model
 
 ``import specdsl`` stays cheap: names are imported on first use, and nothing
 here imports a deep-learning framework.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "LoweredNetwork",
     "ModelIR",
     "Report",
     "SpecError",
@@ -22,6 +24,8 @@ __all__ = [
     "build",
     "load",
     "loads",
+    "lower",
+    "reference",
     "scale",
     "weights",
 ]
@@ -30,6 +34,9 @@ _LAZY = {
     "SpecError": ("specdsl.errors", "SpecError"),
     "ModelIR": ("specdsl.ir", "ModelIR"),
     "Report": ("specdsl.passes.analysis", "Report"),
+    "LoweredNetwork": ("specdsl.passes.lower", "LoweredNetwork"),
+    "lower": ("specdsl.passes.lower", "lower"),
+    "reference": ("specdsl.reference", None),
     "load": ("specdsl.api", "load"),
     "loads": ("specdsl.api", "loads"),
     "analyze": ("specdsl.api", "analyze"),
@@ -39,11 +46,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from specdsl import weights
+    from specdsl import reference, weights
     from specdsl.api import analyze, build, load, loads, scale
     from specdsl.errors import SpecError
     from specdsl.ir import ModelIR
     from specdsl.passes.analysis import Report
+    from specdsl.passes.lower import LoweredNetwork, lower
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,16 @@ def loads(text: str, name: str = "<string>") -> ModelIR:
 
 
 def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32", resolution: int | None = None) -> Report:
-    """Parameters, MACs and activation memory, from the IR alone."""
-    return _analyze(ir, batch_size=batch_size, dtype=dtype, resolution=resolution)
+    """Parameters, MACs and activation memory, from the IR alone; ``resolution``: as if the spec said so."""
+    return _analyze(at_resolution(ir, resolution), batch_size=batch_size, dtype=dtype)
+
+
+def at_resolution(ir: ModelIR, resolution: int | None) -> ModelIR:
+    """``ir`` re-resolved as if its spec gave this evaluation resolution (unchanged for None)."""
+    if resolution is None or resolution == ir.resolution:
+        return ir
+    spec = ir.spec
+    return resolve(spec.model_copy(update={"input": spec.input.model_copy(update={"resolution": resolution})}))
 
 
 def scale(

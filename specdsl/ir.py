@@ -40,6 +40,13 @@ class BatchNorm(_Frozen):
     momentum: float
 
 
+class Normalization(_Frozen):
+    """What the network expects of its input: (pixel / 255 - mean) / std, per channel."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 class Stem(_Frozen):
     in_channels: int
     out_channels: int
@@ -109,6 +116,7 @@ class ModelIR(_Frozen):
     in_channels: int
     resolution: int = Field(description="evaluation input size (square)")
     train_resolution: int
+    normalization: Normalization
     padding: Padding
     batch_norm: BatchNorm
     stem: Stem

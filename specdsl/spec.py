@@ -15,6 +15,9 @@ from specdsl import limits
 from specdsl.errors import SourceSpan
 from specdsl.vocabulary import Activation, BlockKind, Dialect, Padding
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -31,6 +34,23 @@ class InputSection(_Section):
         le=limits.MAX_RESOLUTION,
         description="training image size when it differs from `resolution` (EfficientNetV2)",
     )
+    mean: list[float] | None = Field(
+        None,
+        description="per-channel mean of pixel/255 the network expects removed; default ImageNet's for RGB, else 0.5",
+    )
+    std: list[float] | None = Field(
+        None, description="per-channel std of pixel/255 the network expects divided out; default ImageNet's, else 0.5"
+    )
+
+    @model_validator(mode="after")
+    def _normalization(self) -> InputSection:
+        for key, low in (("mean", -10.0), ("std", 1e-6)):
+            values = getattr(self, key)
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"{key}: {len(values)} values for {self.channels} input channels")
+            if values is not None and not all(low <= value <= 10.0 for value in values):
+                raise ValueError(f"{key} values must be in [{low:g}, 10]")
+        return self
 
 
 class StemSection(_Section):

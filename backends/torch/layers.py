@@ -1,15 +1,14 @@
-"""EfficientNet-family layers in plain PyTorch, driven by an explicit per-block config table.
+"""EfficientNet-family networks in plain PyTorch, built op by op from specdsl's lowered network.
 
 This module imports nothing but the standard library and torch on purpose: ``specdsl`` copies its
 source text verbatim into every emitted standalone model file, so ``specdsl.build`` and the
-emitted file run the very same code. Every structural decision (widths, SE, residual, padding,
-drop-path rate) arrives already made in the config; nothing here re-derives it.
+emitted file run the very same code.
 
-Parameter and buffer names are the canonical weight names (see docs/weights.md)::
-
-    stem.conv.weight, stem.bn.{weight,bias,running_mean,running_var}
-    stages.{s}.{b}.{expand,spatial,project}.{conv,bn}.*, stages.{s}.{b}.se.{reduce,expand}.{weight,bias}
-    head.conv.weight, head.bn.*, classifier.{weight,bias}
+The network arrives as the JSON form of specdsl's lowering (``specdsl.lower(ir).to_json()``):
+ops in forward order, each with its canonical name, its kind (``op``), the ops it reads and every
+number it needs. `OP_MODULES` maps each kind to a module; `EfficientNet` places each op's module
+at the op's canonical name, so state_dict keys are the canonical weight names (docs/weights.md),
+and runs the ops in order. Nothing here decides a width, a group count, a pad or a rate.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,157 +26,65 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm2d and SyncBatchNorm alike
 from torch.utils.checkpoint import checkpoint
 
-
-class BlockConfig(NamedTuple):
-    """One block, exactly as the resolved IR states it."""
-
-    kind: str  # "mbconv" | "fused" | "conv"
-    kernel: int
-    stride: int
-    in_channels: int
-    out_channels: int
-    expand_channels: int | None  # mbconv: None means no expansion conv
-    se_channels: int | None  # None means no squeeze-excite
-    activation: str  # "silu" | "relu" | "relu6" | "hard_swish"
-    residual: bool
-    drop_path: float  # stochastic-depth drop probability (training only)
-    input_size: int  # feature-map side the IR predicts at the block input
-
-
-class NetworkConfig(NamedTuple):
-    """The whole network: stem, stages of blocks, head."""
-
-    in_channels: int
-    padding: str  # "same" (TensorFlow SAME) | "symmetric" ((k - 1) // 2)
-    bn_eps: float
-    bn_momentum: float  # PyTorch convention
-    stem_channels: int
-    stem_kernel: int
-    stem_stride: int
-    stem_activation: str
-    resolution: int  # input side the IR predicts
-    stages: tuple[tuple[BlockConfig, ...], ...]
-    head_channels: int | None  # None: no head conv
-    head_activation: str
-    dropout: float
-    classes: int
-
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "hard_swish": nn.Hardswish,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    try:
-        return _ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}") from None
+#: One op of the lowered network, in its JSON form: {"op": "conv", "name": ..., "inputs": [...], ...}.
+OpSpec = Mapping[str, Any]
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow SAME padding of one spatial dim as (before, after); the extra pixel goes after."""
+    """TensorFlow SAME padding of one spatial dim as (before, after), for inputs of a size the network
+    was not lowered for (the lowering's pads cover the size it was lowered at)."""
     total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
-class PaddedConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with the IR's padding rule.
+class Conv(nn.Conv2d):
+    """A conv op: the lowering's pads inside the conv where they are symmetric and fixed, else an explicit
+    ``F.pad`` (recomputed as TF SAME for an input of another size when the op has ``dynamic_padding``)."""
 
-    'symmetric', and 'same' where it is symmetric for every input size (stride 1, odd kernel), use
-    the convolution's own padding. Otherwise 'same' pads with a fixed ``F.pad`` computed once for
-    the input size the IR predicts, so exported graphs hold constants; any other input size falls
-    back to computing the padding from the input shape.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int,
-        stride: int = 1,
-        *,
-        groups: int = 1,
-        bias: bool = False,
-        padding: str = "same",
-        input_size: int = 0,
-    ) -> None:
-        if padding not in ("same", "symmetric"):
-            raise ValueError(f"unknown padding {padding!r}; expected 'same' or 'symmetric'")
-        symmetric = padding == "symmetric" or (stride == 1 and kernel % 2 == 1)
+    def __init__(self, op: OpSpec) -> None:
+        top, bottom, left, right = op["pads"]
+        inside = not op["dynamic_padding"] and top == bottom and left == right
         super().__init__(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding=(kernel - 1) // 2 if symmetric else 0,
-            groups=groups,
-            bias=bias,
+            op["in_channels"],
+            op["out_channels"],
+            op["kernel"],
+            op["stride"],
+            padding=(top, left) if inside else 0,
+            groups=op["groups"],
+            bias=op["bias"],
         )
-        self.tf_same = not symmetric
-        self.input_size = input_size
-        self.static_pad = self._pad_for(input_size, input_size) if self.tf_same else (0, 0, 0, 0)
-
-    def _pad_for(self, height: int, width: int) -> tuple[int, int, int, int]:
-        top, bottom = same_padding(height, self.kernel_size[0], self.stride[0])
-        left, right = same_padding(width, self.kernel_size[1], self.stride[1])
-        return left, right, top, bottom
+        self.dynamic_padding: bool = op["dynamic_padding"]
+        self.input_hw = tuple(op["in_shape"][1:])
+        self.static_pad = (0, 0, 0, 0) if inside else (left, right, top, bottom)  # F.pad's order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tf_same:
-            height, width = x.shape[-2:]
-            if height == self.input_size and width == self.input_size:
-                pad = self.static_pad
-            else:
-                pad = self._pad_for(height, width)
-            if any(pad):
-                x = F.pad(x, pad)
+        pad = self.static_pad
+        if self.dynamic_padding and tuple(x.shape[-2:]) != self.input_hw:
+            kernel, stride = self.kernel_size[0], self.stride[0]
+            pad = (*same_padding(x.shape[-1], kernel, stride), *same_padding(x.shape[-2], kernel, stride))
+        if any(pad):
+            x = F.pad(x, pad)
         return super().forward(x)
 
 
-class ConvBNAct(nn.Module):
-    """conv -> BN -> activation (or none); ``fuse`` folds the BN into the conv for inference."""
-
-    def __init__(self, conv: nn.Conv2d, eps: float, momentum: float, activation: str | None) -> None:
-        super().__init__()
-        self.conv = conv
-        self.bn: nn.Module = nn.BatchNorm2d(conv.out_channels, eps=eps, momentum=momentum)
-        self.act = make_activation(activation) if activation is not None else nn.Identity()
-
+class GlobalAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        bn = self.bn
-        if not isinstance(bn, _BatchNorm):
-            return  # already fused
-        weight = self.conv.weight
-        # Fold in float64 so the fused model stays within rounding of the unfused one.
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        shift = bn.bias.double() - bn.running_mean.double() * scale
-        if self.conv.bias is not None:
-            shift = shift + self.conv.bias.double() * scale
-        self.conv.weight = nn.Parameter((weight.double() * scale.reshape(-1, 1, 1, 1)).to(weight.dtype))
-        self.conv.bias = nn.Parameter(shift.to(weight.dtype))
-        self.bn = nn.Identity()
+        return x.mean((2, 3), keepdim=True)
 
 
-class SqueezeExcite(nn.Module):
-    """Global mean -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> sigmoid -> rescale."""
-
-    def __init__(self, channels: int, se_channels: int, activation: str) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, se_channels, 1, bias=True)
-        self.act = make_activation(activation)
-        self.expand = nn.Conv2d(se_channels, channels, 1, bias=True)
-
+class Flatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(scale))))
+        return x.flatten(1)
+
+
+class Mul(nn.Module):
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return x * scale
+
+
+class Add(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -189,56 +96,141 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x / keep * mask
 
 
-class Block(nn.Module):
-    """MBConv, Fused-MBConv or plain conv block; which convolutions exist is read from the config."""
+class DropPath(nn.Module):
+    """Stochastic depth; ``rate`` may be changed between steps (progressive learning)."""
 
-    def __init__(self, cfg: BlockConfig, padding: str, eps: float, momentum: float) -> None:
+    def __init__(self, rate: float) -> None:
         super().__init__()
-        if cfg.kind not in ("mbconv", "fused", "conv"):
-            raise ValueError(f"unknown block kind {cfg.kind!r}")
-        if cfg.kind == "conv" and (cfg.se_channels is not None or cfg.expand_channels is not None):
-            raise ValueError("a 'conv' block has neither expansion nor squeeze-excite")
-        mid = cfg.expand_channels if cfg.expand_channels is not None else cfg.in_channels
-        spatial_out = cfg.out_channels if cfg.kind == "conv" else mid
-
-        def conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> PaddedConv2d:
-            return PaddedConv2d(cin, cout, kernel, stride, groups=groups, padding=padding, input_size=cfg.input_size)
-
-        self.expand: ConvBNAct | None = None
-        if cfg.kind == "mbconv" and cfg.expand_channels is not None:
-            self.expand = ConvBNAct(conv(cfg.in_channels, mid, 1), eps, momentum, cfg.activation)
-        spatial_in, groups = (mid, mid) if cfg.kind == "mbconv" else (cfg.in_channels, 1)
-        self.spatial = ConvBNAct(
-            conv(spatial_in, spatial_out, cfg.kernel, cfg.stride, groups), eps, momentum, cfg.activation
-        )
-        self.se = SqueezeExcite(mid, cfg.se_channels, cfg.activation) if cfg.se_channels is not None else None
-        self.project: ConvBNAct | None = None
-        if cfg.kind != "conv":
-            # 1x1 stride 1: its padding never depends on the input size.
-            self.project = ConvBNAct(conv(mid, cfg.out_channels, 1), eps, momentum, None)
-        self.residual = cfg.residual
-        self.drop_path = cfg.drop_path
+        self.rate = rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x if self.expand is None else self.expand(x)
-        out = self.spatial(out)
-        if self.se is not None:
-            out = self.se(out)
-        if self.project is not None:
-            out = self.project(out)
-        if self.residual:
-            out = x + drop_path(out, self.drop_path, self.training)
-        return out
+        return drop_path(x, self.rate, self.training)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hard_swish": nn.Hardswish,
+    "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": nn.Hardsigmoid,
+}
+
+#: Op kind -> the module that computes it, from the op's fields.
+OP_MODULES: dict[str, Callable[[OpSpec], nn.Module]] = {
+    "conv": Conv,
+    "batch_norm": lambda op: nn.BatchNorm2d(op["channels"], eps=op["eps"], momentum=op["momentum"]),
+    "activation": lambda op: ACTIVATIONS[op["function"]](),
+    "global_avg_pool": lambda op: GlobalAvgPool(),
+    "flatten": lambda op: Flatten(),
+    "mul": lambda op: Mul(),
+    "add": lambda op: Add(),
+    "drop_path": lambda op: DropPath(op["rate"]),
+    "dropout": lambda op: nn.Dropout(op["rate"]),
+    "linear": lambda op: nn.Linear(op["in_features"], op["out_features"], bias=op["bias"]),
+}
+
+
+def _place(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Register ``module`` at dotted ``name`` under ``root``, creating plain containers on the way."""
+    *path, leaf = name.split(".")
+    parent = root
+    for part in path:
+        child = parent._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(part, child)
+        parent = child
+    parent.add_module(leaf, module)
+
+
+class _Step(NamedTuple):
+    """One op to run: its module (looked up at run time, so converted or folded modules are seen), the value
+    slots it reads and writes, and the slots no later step reads."""
+
+    parent: nn.Module
+    attr: str
+    inputs: tuple[int, ...]
+    output: int
+    release: tuple[int, ...]
+
+
+class _Segment(NamedTuple):
+    """Consecutive steps of one block (``block`` is its global index) or of the stem/head (None): the unit
+    that ``memory_efficient`` recomputes."""
+
+    block: int | None
+    steps: tuple[_Step, ...]
+    inputs: tuple[int, ...]  # slots read from before the segment
+    outputs: tuple[int, ...]  # slots written here and read after it
+    release: tuple[int, ...]  # input slots whose last reader is in the segment
+
+
+def _execute(steps: tuple[_Step, ...], values: dict[int, torch.Tensor]) -> None:
+    for parent, attr, inputs, output, release in steps:
+        values[output] = getattr(parent, attr)(*[values[slot] for slot in inputs])
+        for slot in release:
+            del values[slot]
+
+
+def _program(root: nn.Module, ops: list[OpSpec], start: str, result: str) -> tuple[int, int, tuple[_Segment, ...]]:
+    """Steps from op ``start``'s output (or "input") to op ``result``'s, grouped into segments.
+
+    Value slots are op positions (0 is the input). An op whose module is an ``nn.Identity`` (a BN folded
+    into its conv) is skipped: its output is its input's slot.
+    """
+    slot = {"input": 0, **{op["name"]: index + 1 for index, op in enumerate(ops)}}
+    begin = next((i + 1 for i, op in enumerate(ops) if op["name"] == start), 0)
+    end = next(i for i, op in enumerate(ops) if op["name"] == result)
+    rows: list[tuple[OpSpec, nn.Module, str, tuple[int, ...]]] = []
+    for op in ops[begin : end + 1]:
+        path, _, attr = op["name"].rpartition(".")
+        parent = root.get_submodule(path)
+        inputs = tuple(slot[name] for name in op["inputs"])
+        if isinstance(getattr(parent, attr), nn.Identity):
+            slot[op["name"]] = inputs[0]
+            continue
+        rows.append((op, parent, attr, inputs))
+    final = slot[result]
+    last_read = {s: index for index, row in enumerate(rows) for s in row[3]}
+    last_read.pop(final, None)
+    steps = [
+        _Step(parent, attr, inputs, slot[op["name"]], tuple(sorted({s for s in inputs if last_read.get(s) == index})))
+        for index, (op, parent, attr, inputs) in enumerate(rows)
+    ]
+    segments: list[_Segment] = []
+    index = 0
+    while index < len(steps):
+        block = rows[index][0].get("block")
+        stop = index
+        while stop < len(steps) and rows[stop][0].get("block") == block:
+            stop += 1
+        written = {step.output for step in steps[index:stop]}
+        read = [s for step in steps[index:stop] for s in step.inputs]
+        later = {s for step in steps[stop:] for s in step.inputs} | {final}
+        segments.append(
+            _Segment(
+                block,
+                tuple(steps[index:stop]),
+                tuple(dict.fromkeys(s for s in read if s not in written)),
+                tuple(sorted(written & later)),
+                tuple(sorted({s for s in read if s not in written and last_read.get(s, -1) < stop})),
+            )
+        )
+        index = stop
+    return slot.get(start, 0), final, tuple(segments)
 
 
 @contextlib.contextmanager
-def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
+def _frozen_running_stats(norms: list[_BatchNorm]) -> Iterator[None]:
     """While a checkpointed block is recomputed in backward, keep its BNs from updating running stats twice.
 
     Momentum 0 leaves the running stats exactly as they are while the BN still saves the same
     tensors for backward (checkpoint checks that); the batch counter is put back afterwards.
     """
-    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for norm in norms:
         norm.momentum = 0.0
@@ -252,62 +244,59 @@ def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
 
 
 class EfficientNet(nn.Module):
-    """stem -> stages of blocks -> [head conv] -> global average pool -> dropout -> classifier.
+    """A lowered network as a module: ``forward_features`` runs up to the final feature map, ``forward_head``
+    from there to the logits.
 
     ``memory_efficient=True`` checkpoints every block while training with autograd on: block
     activations are recomputed in backward instead of stored. Eval mode, and therefore export,
     always takes the plain path.
     """
 
-    def __init__(self, config: NetworkConfig, *, memory_efficient: bool = False) -> None:
+    def __init__(self, network: Mapping[str, Any], *, memory_efficient: bool = False) -> None:
         super().__init__()
-        eps, momentum, padding = config.bn_eps, config.bn_momentum, config.padding
-        self.config = config
+        self.network = network
         self.memory_efficient = memory_efficient
-        stem_conv = PaddedConv2d(
-            config.in_channels,
-            config.stem_channels,
-            config.stem_kernel,
-            config.stem_stride,
-            padding=padding,
-            input_size=config.resolution,
-        )
-        self.stem = ConvBNAct(stem_conv, eps, momentum, config.stem_activation)
-        self.stages = nn.ModuleList(
-            nn.ModuleList(Block(cfg, padding, eps, momentum) for cfg in stage) for stage in config.stages
-        )
-        last = config.stages[-1][-1].out_channels
-        self.head: ConvBNAct | None = None
-        if config.head_channels is not None:
-            head_conv = nn.Conv2d(last, config.head_channels, 1, bias=False)
-            self.head = ConvBNAct(head_conv, eps, momentum, config.head_activation)
-        features = config.head_channels if config.head_channels is not None else last
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(features, config.classes)
+        self.fused = False
+        for op in network["ops"]:
+            _place(self, op["name"], OP_MODULES[op["op"]](op))
+        self._compile()
+
+    def _compile(self) -> None:
+        ops, features = self.network["ops"], self.network["features"]
+        self._features_program = _program(self, ops, "input", features)
+        self._head_program = _program(self, ops, features, self.network["output"])
+
+    def _run(self, program: tuple[int, int, tuple[_Segment, ...]], x: torch.Tensor) -> torch.Tensor:
+        start, final, segments = program
+        values = {start: x}
+        recompute = self.memory_efficient and self.training and torch.is_grad_enabled()
+        for segment in segments:
+            if not recompute or segment.block is None:
+                _execute(segment.steps, values)
+                continue
+            norms = [m for step in segment.steps if isinstance(m := getattr(step.parent, step.attr), _BatchNorm)]
+            outputs = checkpoint(
+                _run_segment,
+                segment,
+                *[values[slot] for slot in segment.inputs],
+                use_reentrant=False,
+                context_fn=lambda norms=norms: (contextlib.nullcontext(), _frozen_running_stats(norms)),
+            )
+            values.update(zip(segment.outputs, outputs, strict=True))
+            for slot in segment.release:
+                del values[slot]
+        return values[final]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map before pooling."""
-        x = self.stem(x)
-        recompute = self.memory_efficient and self.training and torch.is_grad_enabled()
-        for stage in self.stages:
-            for block in stage:
-                if recompute:
-                    x = checkpoint(
-                        block,
-                        x,
-                        use_reentrant=False,
-                        context_fn=lambda block=block: (contextlib.nullcontext(), _frozen_running_stats(block)),
-                    )
-                else:
-                    x = block(x)
-        if self.head is not None:
-            x = self.head(x)
-        return x
+        """The final feature map, before pooling."""
+        return self._run(self._features_program, x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature map -> logits: pooling, dropout, classifier (and whatever else the lowering puts there)."""
+        return self._run(self._head_program, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return self.classifier(self.dropout(x))
+        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
@@ -331,16 +320,44 @@ class EfficientNet(nn.Module):
             elif isinstance(module, _BatchNorm):
                 module.reset_parameters()
 
+    @torch.no_grad()
     def fuse(self) -> EfficientNet:
-        """Fold every BN into its conv, store weights channels_last and switch to eval: inference only.
+        """Fold every BN the lowering marks foldable into its conv, store weights channels_last and switch to
+        eval: inference only.
 
         channels_last lets the CPU convolutions skip layout conversions (benchmarks/results_torch.md:
         0.6-0.8x the latency of NCHW weights); inputs may stay NCHW, outputs equal within rounding.
         """
-        for module in self.modules():
-            if isinstance(module, ConvBNAct):
-                module.fuse()
+        for op in self.network["ops"]:
+            if op["op"] != "batch_norm" or op["folds_into"] is None:
+                continue
+            path, _, attr = op["name"].rpartition(".")
+            parent = self.get_submodule(path)
+            norm = getattr(parent, attr)
+            if isinstance(norm, _BatchNorm):
+                fold_batch_norm(self.get_submodule(op["folds_into"]), norm)
+                setattr(parent, attr, nn.Identity())
+        self.fused = True
+        self._compile()
         return self.to(memory_format=torch.channels_last).eval()
+
+
+def _run_segment(segment: _Segment, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    values = dict(zip(segment.inputs, inputs, strict=True))
+    _execute(segment.steps, values)
+    return tuple(values[slot] for slot in segment.outputs)
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: _BatchNorm) -> None:
+    """Fold ``bn`` (which reads ``conv``'s output) into ``conv``, in float64 so the fused model stays within
+    rounding of the unfused one."""
+    weight = conv.weight
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = bn.bias.double() - bn.running_mean.double() * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias.double() * scale
+    conv.weight = nn.Parameter((weight.double() * scale.reshape(-1, 1, 1, 1)).to(weight.dtype))
+    conv.bias = nn.Parameter(shift.to(weight.dtype))
 
 
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from specdsl import api
 from specdsl.cli.files import staged_directory, write_text
-from specdsl.cli.output import human, report_table, table
+from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
 from specdsl.frontend.loader import find_spec, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
-from specdsl.passes.analysis import Report
+from specdsl.passes.analysis import Report, layer_rows
+from specdsl.passes.lower import lower
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -55,10 +56,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     ir = api.load(args.spec)
     report = api.analyze(ir, batch_size=args.batch_size, dtype=args.dtype, resolution=args.resolution)
+    layers = layer_rows(lower(api.at_resolution(ir, args.resolution))) if args.layers else None
     if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        data = report.model_dump(mode="json")
+        if layers is not None:
+            data["layers"] = [row.model_dump(mode="json") for row in layers]
+        print(json.dumps(data, indent=2))
     else:
         print(report_table(report))
+        if layers is not None:
+            print()
+            print(layers_table(layers))
         if args.schedule:
             print()
             print(_schedule_table(ir))

@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"], help="default: float32"
     )
     info.add_argument("--schedule", action="store_true", help="also print the progressive-learning schedule")
+    info.add_argument("--layers", action="store_true", help="also print every layer of the lowered network")
     info.add_argument("--plot", metavar="FILE.svg", help="also draw params and MACs per stage as an SVG chart")
     info.set_defaults(run=commands.cmd_info)
 

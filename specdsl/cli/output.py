@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from specdsl.passes.analysis import Report, Row
+from specdsl.passes.analysis import LayerRow, Report, Row
 
 
 def human(value: float, unit: str = "") -> str:
@@ -61,3 +61,19 @@ def report_table(report: Report) -> str:
         f"kept for backward, {human_bytes(report.peak_inference_bytes)} peak in inference"
     )
     return f"{report.name} @ {report.resolution}px\n{body}\n{memory}"
+
+
+def layers_table(rows: Sequence[LayerRow]) -> str:
+    """One line per op of the lowered network."""
+    cells = [
+        [
+            row.name,
+            row.op,
+            row.detail,
+            "x".join(map(str, row.shape)),
+            f"{row.params:,}",
+            human(row.macs) if row.macs else "",
+        ]
+        for row in rows
+    ]
+    return table(["layer", "op", "detail", "output", "params", "MACs"], cells, align="lllrrr")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from specdsl import limits
 from specdsl.errors import SpecError
-from specdsl.passes.analysis import operations
+from specdsl.passes.analysis import count_macs
 from specdsl.passes.resolve import resolve
 from specdsl.passes.scaling import compound_factors, round_resolution
 from specdsl.spec import SpecDocument
@@ -107,7 +107,7 @@ def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDoc
 
 
 def _macs(doc: SpecDocument) -> int:
-    return sum(op.macs for op in operations(resolve(doc)))
+    return count_macs(resolve(doc))
 
 
 def _bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:

@@ -11,10 +11,10 @@ import math
 
 from specdsl import limits
 from specdsl.errors import SpecError
-from specdsl.ir import BatchNorm, Block, Head, ModelIR, Stage, Stem
+from specdsl.ir import BatchNorm, Block, Head, ModelIR, Normalization, Stage, Stem
 from specdsl.passes.analysis import count_params
 from specdsl.passes.scaling import make_divisible, round_filters, round_repeats
-from specdsl.spec import SpecDocument, StageArgs
+from specdsl.spec import IMAGENET_MEAN, IMAGENET_STD, SpecDocument, StageArgs
 from specdsl.vocabulary import BlockKind
 
 
@@ -84,6 +84,14 @@ def _se_channels(stage: StageArgs, in_channels: int, mid_channels: int) -> int |
     if stage.convention == "timm":
         return max(1, round(mid_channels * stage.se_ratio / stage.expansion))
     return max(1, int(in_channels * stage.se_ratio))
+
+
+def _normalization(doc: SpecDocument) -> Normalization:
+    """The spec's mean/std; unset: ImageNet's for RGB input, 0.5 per channel otherwise."""
+    channels = doc.input.channels
+    mean = doc.input.mean or (IMAGENET_MEAN if channels == 3 else [0.5] * channels)
+    std = doc.input.std or (IMAGENET_STD if channels == 3 else [0.5] * channels)
+    return Normalization(mean=tuple(mean), std=tuple(std))
 
 
 def _check_resolution(doc: SpecDocument, total_stride: int) -> None:
@@ -179,6 +187,7 @@ def resolve(doc: SpecDocument) -> ModelIR:
         name=doc.name,
         in_channels=doc.input.channels,
         resolution=doc.input.resolution,
+        normalization=_normalization(doc),
         train_resolution=doc.input.train_resolution or doc.input.resolution,
         padding=defaults.padding,
         batch_norm=BatchNorm(eps=defaults.bn_eps, momentum=momentum),

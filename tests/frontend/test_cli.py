@@ -43,6 +43,21 @@ def test_info_at_another_resolution_and_batch() -> None:
     assert json.loads(result.stdout)["macs"] == small.macs
 
 
+def test_info_layers_prints_the_lowered_network() -> None:
+    ir = specdsl.load(SPECS / "b0.spec")
+    net = specdsl.lower(ir)
+    text = run_cli("info", "b0", "--layers")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert any(line.split()[:3] == ["stages.1.0.spatial.conv", "conv", "3x3/2"] for line in lines)
+    assert any(line.split()[:2] == ["stages.1.1.add", "add"] for line in lines)
+    data = json.loads(run_cli("info", "b0", "--layers", "--json", "--resolution", "112").stdout)
+    assert [row["name"] for row in data["layers"]] == [op.name for op in net.ops]
+    assert sum(row["params"] for row in data["layers"]) == data["params"] == 5_288_548
+    assert sum(row["macs"] for row in data["layers"]) == data["macs"]
+    assert data["layers"][0]["shape"] == [32, 56, 56]  # at the flag's resolution, not the spec's
+
+
 def test_info_schedule_shows_progressive_learning() -> None:
     result = run_cli("info", str(SPECS / "v2_s.spec"), "--schedule")
     assert result.returncode == 0

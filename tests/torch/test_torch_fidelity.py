@@ -17,6 +17,7 @@ pytest.importorskip("safetensors")
 
 from specdsl import weights  # noqa: E402
 from specdsl.backends.torch import build  # noqa: E402
+from specdsl.interop import efficientnet_pytorch, keras_applications  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 
 from .helpers import calibrate_batch_norm, images, load_ir, reference_init  # noqa: E402
@@ -61,14 +62,17 @@ def test_matches_efficientnet_pytorch(variant: str) -> None:
     x = images(2, ir.resolution, seed=11)
     with torch.no_grad():
         expected = ref(x)
-    assert_faithful(ir, weights.from_efficientnet_pytorch(ref, ir), x, expected)
+    state = efficientnet_pytorch.import_weights(ref, ir)
+    assert_faithful(ir, state, x, expected)
+    with torch.no_grad():  # same torch kernels in the same order: not just close, identical
+        assert torch.equal(build(ir, weights=state).eval()(x), expected)
 
 
 def test_matches_efficientnet_pytorch_dynamic_padding_on_other_sizes() -> None:
     """An input size the IR did not predict takes the dynamic-padding path: still TF SAME."""
     ir = load_ir("b0")
     ref = efficientnet_pytorch_reference("b0", seed=20)
-    state = weights.from_efficientnet_pytorch(ref, ir)
+    state = efficientnet_pytorch.import_weights(ref, ir)
     ep = pytest.importorskip("efficientnet_pytorch")
     dynamic = ep.EfficientNet.from_name("efficientnet-b0", image_size=None)  # dynamic SAME padding
     dynamic.set_swish(memory_efficient=False)
@@ -83,19 +87,19 @@ def test_matches_efficientnet_pytorch_dynamic_padding_on_other_sizes() -> None:
 def test_efficientnet_pytorch_import_rejects_the_wrong_variant() -> None:
     ref = efficientnet_pytorch_reference("b0", seed=0, calibrate=False)
     with pytest.raises(weights.WeightsError, match=r"'_conv_stem.weight'.*\(32, 3, 3, 3\).*'stem.conv.weight'"):
-        weights.from_efficientnet_pytorch(ref, load_ir("b3"))
+        efficientnet_pytorch.import_weights(ref, load_ir("b3"))
     with pytest.raises(weights.WeightsError, match="MBConv blocks only"):
-        weights.from_efficientnet_pytorch(ref, load_ir("v2_b0"))
+        efficientnet_pytorch.import_weights(ref, load_ir("v2_b0"))
     deeper = efficientnet_pytorch_reference("b1", seed=0, calibrate=False)  # b0's widths, more blocks
     with pytest.raises(weights.WeightsError, match=r"no '_blocks.1._expand_conv.weight' for 'stages.1.0.expand"):
-        weights.from_efficientnet_pytorch(deeper, load_ir("b0"))
+        efficientnet_pytorch.import_weights(deeper, load_ir("b0"))
 
 
 def test_efficientnet_pytorch_import_rejects_unclaimed_tensors() -> None:
     ref = efficientnet_pytorch_reference("b0", seed=0, calibrate=False)
     ref.register_buffer("extra", torch.zeros(3))
     with pytest.raises(weights.WeightsError, match=r"1 of its tensors have no place in the network, first 'extra'"):
-        weights.from_efficientnet_pytorch(ref, load_ir("b0"))
+        efficientnet_pytorch.import_weights(ref, load_ir("b0"))
 
 
 # --- keras.applications EfficientNetV2 --------------------------------------------------------
@@ -133,7 +137,7 @@ def check_keras(constructor: str, spec: str) -> None:
     model, core = keras_reference(constructor, seed=30, calibration_size=ir.resolution)
     x = images(2, ir.resolution, seed=31)
     expected = torch.from_numpy(np.array(core(x.permute(0, 2, 3, 1).numpy(), training=False)))
-    assert_faithful(ir, weights.from_keras_applications(model, ir), x, expected)
+    assert_faithful(ir, keras_applications.import_weights(model, ir), x, expected)
 
 
 def test_matches_keras_efficientnetv2_b0() -> None:
@@ -153,6 +157,6 @@ def test_matches_keras_efficientnet_b0() -> None:
 def test_keras_import_rejects_the_wrong_variant() -> None:
     reference, _ = keras_reference("EfficientNetV2B0", seed=0, calibration_size=None)
     with pytest.raises(weights.WeightsError, match=r"'stem_conv/kernel'.*\(32, 3, 3, 3\).*'stem.conv.weight'"):
-        weights.from_keras_applications(reference, load_ir("v2_s"))
+        keras_applications.import_weights(reference, load_ir("v2_s"))
     with pytest.raises(weights.WeightsError, match=r"no 'block1a_dwconv2/kernel' for 'stages.0.0.spatial.conv"):
-        weights.from_keras_applications(reference, load_ir("b0"))
+        keras_applications.import_weights(reference, load_ir("b0"))

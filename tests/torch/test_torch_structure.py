@@ -1,4 +1,4 @@
-"""The built module is the IR: parameter counts, MACs, weight names and every per-block field."""
+"""The built module is the lowering: parameter counts, MACs, weight names and every per-op field."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import specdsl  # noqa: E402
 from specdsl import weights  # noqa: E402
-from specdsl.backends.torch import build  # noqa: E402
-from specdsl.backends.torch.layers import PaddedConv2d, same_padding  # noqa: E402
+from specdsl.backends.torch import (  # noqa: E402
+    build,
+    layers,
+    network_json,
+)
+from specdsl.passes.lower import lower, same_pads  # noqa: E402
 
 from .helpers import SPEC_NAMES, load_ir, map_blocks  # noqa: E402
 
@@ -56,41 +60,48 @@ def test_macs_match_the_analysis_on_real_tensors(name: str) -> None:
     assert count_macs(model, x) == specdsl.analyze(ir).macs
 
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6, "hard_swish": nn.Hardswish}
+def module_at(model: nn.Module, name: str) -> nn.Module | None:
+    return dict(model.named_modules()).get(name)
 
 
-@pytest.mark.parametrize("name", ["b0", "v2_s"])
-def test_each_block_translates_its_ir_fields(name: str) -> None:
+@pytest.mark.parametrize("name", ["b0", "v2_s", "b3"])
+def test_each_op_translates_its_lowered_fields(name: str) -> None:
+    """Every op of the lowering is one module at the op's name, with exactly the op's numbers."""
     ir = load_ir(name)
+    net = lower(ir)
     model = build(ir, device="meta")
-    modules = [block for stage in model.stages for block in stage]
-    assert len(modules) == len(ir.blocks)
-    for block, module in zip(ir.blocks, modules, strict=True):
-        mid = block.mid_channels
-        assert (module.expand is not None) == (block.kind == "mbconv" and block.expand_channels is not None)
-        spatial = module.spatial.conv
-        assert spatial.kernel_size == (block.kernel, block.kernel)
-        assert spatial.stride == (block.stride, block.stride)
-        assert spatial.groups == (mid if block.kind == "mbconv" else 1)
-        assert spatial.out_channels == (block.out_channels if block.kind == "conv" else mid)
-        assert spatial.input_size == block.input_size
-        assert (module.se is None) == (block.se_channels is None)
-        if module.se is not None:
-            assert (module.se.reduce.in_channels, module.se.reduce.out_channels) == (mid, block.se_channels)
-        assert (module.project is None) == (block.kind == "conv")
-        assert module.residual == block.residual
-        assert module.drop_path == block.drop_path
-        assert isinstance(module.spatial.act, ACTIVATIONS[block.activation])
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        assert (bn.eps, bn.momentum) == (ir.batch_norm.eps, ir.batch_norm.momentum)
-    assert model.dropout.p == ir.head.dropout
-    assert model.classifier.out_features == ir.head.classes
+    for op in net.ops:
+        module = module_at(model, op.name)
+        assert module is not None, op.name
+        if op.op == "conv":
+            assert isinstance(module, layers.Conv)
+            assert (module.in_channels, module.out_channels, module.groups) == (
+                op.in_channels,
+                op.out_channels,
+                op.groups,
+            )
+            assert module.kernel_size == (op.kernel,) * 2 and module.stride == (op.stride,) * 2
+            assert (module.bias is not None) == op.bias and module.dynamic_padding == op.dynamic_padding
+            top, bottom, left, right = op.pads
+            assert module.static_pad in ((left, right, top, bottom), (0, 0, 0, 0))
+            assert module.padding == ((top, left) if module.static_pad == (0, 0, 0, 0) else (0, 0))
+        elif op.op == "batch_norm":
+            assert (module.num_features, module.eps, module.momentum) == (op.channels, op.eps, op.momentum)
+        elif op.op == "activation":
+            assert type(module) is layers.ACTIVATIONS[op.function]
+        elif op.op == "drop_path":
+            assert module.rate == op.rate
+        elif op.op == "dropout":
+            assert module.p == op.rate
+        elif op.op == "linear":
+            assert (module.in_features, module.out_features) == (op.in_features, op.out_features)
+    assert len([m for m in model.modules() if not m._modules]) == len(net.ops)  # nothing the lowering lacks
 
 
 def test_options_the_shipped_specs_do_not_use() -> None:
     """Every activation, symmetric padding, no head conv, a residual switched off: all come from the IR."""
     base = load_ir("v2_b0")
-    names = list(ACTIVATIONS)
+    names = ["silu", "relu", "relu6", "hard_swish"]
     ir = map_blocks(
         base,
         lambda b: b.model_copy(
@@ -101,34 +112,48 @@ def test_options_the_shipped_specs_do_not_use() -> None:
     )
     assert base.blocks[6].residual  # the switched-off residual existed
     model = build(ir, seed=3).eval()
-    modules = [block for stage in model.stages for block in stage]
-    for block, module in zip(ir.blocks, modules, strict=True):
-        assert isinstance(module.spatial.act, ACTIVATIONS[block.activation])
-        if module.se is not None:
-            assert isinstance(module.se.act, ACTIVATIONS[block.activation])
-    assert not modules[6].residual
-    assert model.head is None and model.classifier.in_features == ir.head.in_channels
-    assert all(not conv.tf_same for conv in model.modules() if isinstance(conv, PaddedConv2d))
+    for block in ir.blocks:
+        prefix = f"stages.{block.stage}.{block.index}"
+        expected = layers.ACTIVATIONS[block.activation]
+        assert type(module_at(model, f"{prefix}.spatial.act")) is expected
+        if block.se_channels is not None:
+            assert type(module_at(model, f"{prefix}.se.act")) is expected
+            assert type(module_at(model, f"{prefix}.se.gate")) is nn.Sigmoid
+        assert (module_at(model, f"{prefix}.add") is not None) == block.residual
+    assert module_at(model, "stages.3.0.add") is None  # global block 6
+    assert module_at(model, "head.conv") is None and model.classifier.in_features == ir.head.in_channels
+    assert all(not conv.dynamic_padding for conv in model.modules() if isinstance(conv, layers.Conv))
     assert sum(p.numel() for p in model.parameters()) == specdsl.analyze(ir).params
     out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, ir.head.classes) and torch.isfinite(out).all()
 
 
+def conv_op(kernel: int, stride: int, size: int, padding: str) -> dict:
+    """The stem conv op of a one-block spec with this kernel, stride and padding, lowered at ``size``."""
+    text = (
+        f'name = "c"\ndialect = timm\ninput {{ resolution = {size} }}\n'
+        f"stem {{ channels = 5 kernel = {kernel} stride = {stride} }}\n"
+        f"stages {{\n    ds_r1_k3_s1_c8\n}}\ndefaults {{ padding = {padding} }}\n"
+    )
+    return network_json(specdsl.loads(text))["ops"][0]
+
+
 def test_symmetric_padding_is_plain_conv_padding() -> None:
-    conv = PaddedConv2d(4, 4, 5, 2, padding="symmetric", input_size=16)
-    assert conv.padding == (2, 2) and not conv.tf_same
-    x = torch.randn(1, 4, 16, 16)
+    conv = layers.Conv(conv_op(5, 2, 16, "symmetric"))
+    assert conv.padding == (2, 2) and conv.static_pad == (0, 0, 0, 0) and not conv.dynamic_padding
+    x = torch.randn(1, 3, 16, 16)
     expected = torch.nn.functional.conv2d(x, conv.weight, None, 2, 2)
     assert torch.equal(conv(x), expected)
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2), (4, 1), (1, 2)])
-@pytest.mark.parametrize("size", [7, 8, 15, 16])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2), (1, 2)])
+@pytest.mark.parametrize("size", [8, 9, 15, 16])
 def test_same_padding_matches_tensorflow(kernel: int, stride: int, size: int) -> None:
-    """TF 'SAME' as TensorFlow computes it, for the static size, another size (dynamic path) and non-square."""
+    """TF 'SAME' as TensorFlow computes it: at the lowered size (static pads), another size (recomputed, dynamic
+    path) and non-square."""
     tf = pytest.importorskip("tensorflow")
     generator = torch.Generator().manual_seed(kernel * 100 + stride * 10 + size)
-    conv = PaddedConv2d(3, 5, kernel, stride, padding="same", input_size=size)
+    conv = layers.Conv(conv_op(kernel, stride, size, "same"))
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
     kernel_hwio = conv.weight.detach().permute(2, 3, 1, 0).numpy()
@@ -142,17 +167,9 @@ def test_same_padding_matches_tensorflow(kernel: int, stride: int, size: int) ->
         assert abs(actual - expected).max() <= 1e-5 * abs(expected).max()
 
 
-def test_same_padding_is_static_where_the_ir_predicts_the_size() -> None:
-    """The padding baked in for the predicted size is TensorFlow's formula, extra pixel after."""
-    assert same_padding(112, 3, 2) == (0, 1)
-    assert same_padding(112, 5, 2) == (1, 2)
-    assert same_padding(7, 3, 2) == (1, 1)
-    ir = load_ir("b0")
-    model = build(ir, device="meta")
-    for block, module in zip(ir.blocks, (b for stage in model.stages for b in stage), strict=True):
-        conv = module.spatial.conv
-        if conv.tf_same:
-            pad = same_padding(block.input_size, block.kernel, block.stride)
-            assert conv.static_pad == (*pad, *pad)
-        else:  # stride 1, odd kernel: TF SAME is symmetric for every size
-            assert block.stride == 1 and conv.padding == ((block.kernel - 1) // 2,) * 2
+def test_runtime_same_padding_is_the_lowerings() -> None:
+    """The torch module's own TF SAME (for sizes it was not lowered at) is the lowering's rule."""
+    for size in range(1, 40):
+        for kernel in (1, 2, 3, 4, 5, 7):
+            for stride in (1, 2, 3):
+                assert layers.same_padding(size, kernel, stride) == same_pads(size, kernel, stride)

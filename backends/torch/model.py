@@ -1,0 +1,59 @@
+"""IR -> `layers.EfficientNet`: lower, build on the meta device, then materialize weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from specdsl.ir import ModelIR
+from specdsl.passes.lower import lower
+
+from .layers import EfficientNet, materialize
+
+Weights = str | Path | Mapping[str, Any] | None
+
+
+def network_json(ir: ModelIR) -> dict[str, Any]:
+    """What `layers.EfficientNet` is built from: the lowering of ``ir`` in its JSON form."""
+    return lower(ir).to_json()
+
+
+def build(
+    ir: ModelIR,
+    *,
+    weights: Weights = None,
+    seed: int = 0,
+    deploy: bool = False,
+    memory_efficient: bool = False,
+    device: torch.device | str | None = None,
+) -> EfficientNet:
+    """Translate ``ir`` into a model.
+
+    ``weights``: a canonical safetensors path or a name -> tensor mapping (numpy arrays or torch
+    tensors, as `specdsl.weights.load` and the importers return); without it, parameters get the
+    reference init drawn from ``seed``. ``deploy``: fold BN into the convs and switch to eval
+    (inference only). ``memory_efficient``: recompute block activations in backward while training.
+    ``device="meta"`` builds shapes only (no init, no memory).
+    """
+    from specdsl import weights as canonical
+
+    meta = device is not None and torch.device(device).type == "meta"
+    if meta and weights is not None:
+        raise ValueError("a model on the meta device holds no values: build it without weights")
+    with torch.device("meta"):
+        model = EfficientNet(network_json(ir), memory_efficient=memory_efficient)
+    if not meta:
+        state = None
+        if isinstance(weights, str | Path):
+            state = canonical.load(weights, ir)
+        elif weights is not None:
+            state = dict(weights)
+            canonical.validate(state, ir)
+        tensors = None if state is None else {name: torch.as_tensor(value) for name, value in state.items()}
+        model = materialize(model, tensors, seed)
+        if device is not None:
+            model = model.to(device)
+    return model.fuse() if deploy else model

@@ -1,0 +1,370 @@
+"""ModelIR -> LoweredNetwork: the network as explicit layers, in forward order.
+
+The IR says what each block *is* (its widths, SE, residual, rates); the lowering says which layers
+compute it, with every number a framework needs spelled out: channels, kernel, stride, groups,
+bias, explicit pads, batch-norm epsilon and momentum, activation, drop rates and tensor shapes.
+It is the only place where a block becomes layers. Everything downstream reads it and decides
+nothing: the analysis folds over the ops, canonical weight names are the ops' names, the numpy
+reference (`specdsl.reference`) executes it, and every backend translates it op by op.
+
+The network is a DAG in forward order: each op names the ops it reads (``"input"`` is the image),
+and residual adds and SE multiplies are ops like any other. Every op produces one tensor; shapes
+are per sample, ``(C, H, W)`` or ``(C,)``, at the spec's evaluation resolution.
+
+Op names are the canonical names (docs/weights.md): a weight-bearing op ``stages.1.0.expand.conv``
+owns ``stages.1.0.expand.conv.weight``. This module imports no framework.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from specdsl.ir import Block, ModelIR, Normalization
+from specdsl.vocabulary import Activation as ActivationKind
+from specdsl.vocabulary import BlockKind, Padding
+
+Shape = tuple[int, ...]
+Pads = tuple[int, int, int, int]
+
+INPUT = "input"  # the name ops use for the network's input image
+
+#: Every elementwise function an `Activation` op applies: the block activations plus SE gates.
+Function = Literal["silu", "relu", "relu6", "hard_swish", "sigmoid", "hard_sigmoid"]
+_BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Op:
+    """Fields every op has. Ops are plain frozen records: `lower` builds thousands of them, and pydantic
+    validates whole networks at the JSON boundary (`LoweredNetwork.from_json`, `check`)."""
+
+    name: str  # canonical name; a weight-bearing op owns `<name>.weight` etc.
+    inputs: tuple[str, ...]  # names of the ops this one reads, in argument order ("input": the image)
+    out_shape: Shape  # output shape per sample: (C, H, W) or (C,)
+    block: int | None = None  # global index of the block this op belongs to; None: stem and head
+
+    def tensors(self) -> dict[str, Shape]:
+        """The canonical tensors this op owns, name -> shape (PyTorch layout)."""
+        return {}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Conv(_Op):
+    """2-D convolution, optionally grouped, with explicit zero padding ``pads`` applied to its input."""
+
+    op: Literal["conv"] = "conv"
+    in_shape: Shape
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    groups: int
+    bias: bool
+    pads: Pads  # zero padding (top, bottom, left, right) for an input of `in_shape`
+    # True: `pads` are TensorFlow SAME's for `in_shape`, and an input of another size gets SAME recomputed
+    # (pad = max((ceil(x/s)-1)*s + k - x, 0), the extra pixel after). False: `pads` hold for every size.
+    dynamic_padding: bool
+
+    @property
+    def weight_shape(self) -> Shape:
+        return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
+
+    def tensors(self) -> dict[str, Shape]:
+        out = {f"{self.name}.weight": self.weight_shape}
+        if self.bias:
+            out[f"{self.name}.bias"] = (self.out_channels,)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchNorm(_Op):
+    """Batch norm over channels. Momentum in the PyTorch convention: running = (1 - m) * running + m * batch."""
+
+    op: Literal["batch_norm"] = "batch_norm"
+    channels: int
+    eps: float
+    momentum: float  # PyTorch convention; Keras/TF momentum is 1 - this
+    folds_into: str | None  # the conv this BN directly follows as that conv's only reader: inference may fold it
+
+    def tensors(self) -> dict[str, Shape]:
+        return {f"{self.name}.{suffix}": (self.channels,) for suffix in _BN_SUFFIXES}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Activation(_Op):
+    """Elementwise ``function``: silu x*sigmoid(x); hard_swish x*relu6(x+3)/6; hard_sigmoid relu6(x+3)/6."""
+
+    op: Literal["activation"] = "activation"
+    function: Function
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GlobalAvgPool(_Op):
+    """Mean over height and width, kept as a 1x1 map: (C, H, W) -> (C, 1, 1)."""
+
+    op: Literal["global_avg_pool"] = "global_avg_pool"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Flatten(_Op):
+    """(C, 1, 1) -> (C,)."""
+
+    op: Literal["flatten"] = "flatten"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Mul(_Op):
+    """inputs[0] * inputs[1], the second broadcast over height and width (SE's rescale)."""
+
+    op: Literal["mul"] = "mul"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Add(_Op):
+    """inputs[0] + inputs[1] (the residual connection)."""
+
+    op: Literal["add"] = "add"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DropPath(_Op):
+    """Stochastic depth, training only: each sample is zeroed with probability ``rate``, the rest scaled by
+    1 / (1 - rate). Identity in inference."""
+
+    op: Literal["drop_path"] = "drop_path"
+    rate: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dropout(_Op):
+    """Element dropout, training only, scaled by 1 / (1 - rate). Identity in inference."""
+
+    op: Literal["dropout"] = "dropout"
+    rate: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Linear(_Op):
+    """Fully connected: y = x W^T + b, W of shape (out_features, in_features)."""
+
+    op: Literal["linear"] = "linear"
+    in_features: int
+    out_features: int
+    bias: bool
+
+    def tensors(self) -> dict[str, Shape]:
+        out = {f"{self.name}.weight": (self.out_features, self.in_features)}
+        if self.bias:
+            out[f"{self.name}.bias"] = (self.out_features,)
+        return out
+
+
+Op = Annotated[
+    Conv | BatchNorm | Activation | GlobalAvgPool | Flatten | Mul | Add | DropPath | Dropout | Linear,
+    Field(discriminator="op"),
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoweredNetwork:
+    """A whole network as ops in forward order; JSON-serialisable (`to_json`, `from_json`)."""
+
+    name: str
+    input_shape: Shape  # (C, H, W) of one input image, at the spec's evaluation resolution
+    normalization: Normalization
+    ops: list[Op]
+    features: str  # the op whose output is the final feature map, before pooling
+    output: str  # the op whose output is the logits
+
+    def tensors(self) -> dict[str, Shape]:
+        """Every canonical tensor name with its shape, in forward order."""
+        return {name: shape for op in self.ops for name, shape in op.tensors().items()}
+
+    def shapes(self) -> dict[str, Shape]:
+        """Output shape of every op, and of ``"input"``."""
+        return {INPUT: self.input_shape, **{op.name: op.out_shape for op in self.ops}}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: plain dicts and lists, one dict per op with its kind under ``"op"``."""
+        return _adapter().dump_python(self, mode="json")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str | bytes) -> LoweredNetwork:
+        """Parse and validate the JSON form (a dict or text)."""
+        adapter = _adapter()
+        return adapter.validate_json(data) if isinstance(data, str | bytes) else adapter.validate_python(data)
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[LoweredNetwork]:
+    return TypeAdapter(LoweredNetwork)
+
+
+def block_prefix(block: Block) -> str:
+    """The canonical name prefix of a block's ops: ``stages.<stage>.<index>``."""
+    return f"stages.{block.stage}.{block.index}"
+
+
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding of one spatial dim as (before, after); the extra pixel goes after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Builder:
+    """Appends ops, tracking each one's output shape, so shapes are computed once and checked."""
+
+    def __init__(self, ir: ModelIR) -> None:
+        self.ir = ir
+        self.ops: list[_Op] = []
+        self.shapes: dict[str, Shape] = {INPUT: (ir.in_channels, ir.resolution, ir.resolution)}
+        self.block: int | None = None
+
+    def add(self, op_type: type[_Op], name: str, inputs: tuple[str, ...], out_shape: Shape, **fields: object) -> str:
+        op = op_type(name=name, inputs=inputs, out_shape=out_shape, block=self.block, **fields)
+        self.ops.append(op)
+        self.shapes[name] = out_shape
+        return name
+
+    def conv(self, name: str, x: str, out: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False):
+        in_shape = self.shapes[x]
+        channels, height, width = in_shape
+        if self.ir.padding == Padding.SYMMETRIC:
+            pad = (kernel - 1) // 2
+            pads, dynamic = (pad, pad, pad, pad), False
+        else:  # TF SAME: symmetric and size-independent for stride 1 and an odd kernel only
+            pads = (*same_pads(height, kernel, stride), *same_pads(width, kernel, stride))
+            dynamic = stride > 1 or kernel % 2 == 0
+        top, bottom, left, right = pads
+        out_shape = (out, (height + top + bottom - kernel) // stride + 1, (width + left + right - kernel) // stride + 1)
+        return self.add(
+            Conv,
+            name,
+            (x,),
+            out_shape,
+            in_shape=in_shape,
+            in_channels=channels,
+            out_channels=out,
+            kernel=kernel,
+            stride=stride,
+            groups=groups,
+            bias=bias,
+            pads=pads,
+            dynamic_padding=dynamic,
+        )
+
+    def same_shape(self, op_type: type[_Op], name: str, x: str, **fields: object) -> str:
+        return self.add(op_type, name, (x,), self.shapes[x], **fields)
+
+    def conv_bn(
+        self, prefix: str, x: str, out: int, kernel: int, stride: int, act: ActivationKind | None, *, groups: int = 1
+    ) -> str:
+        """conv -> BN [-> activation], named ``<prefix>.conv``, ``<prefix>.bn``, ``<prefix>.act``."""
+        conv = self.conv(f"{prefix}.conv", x, out, kernel, stride, groups=groups)
+        norm = self.ir.batch_norm
+        x = self.same_shape(
+            BatchNorm, f"{prefix}.bn", conv, channels=out, eps=norm.eps, momentum=norm.momentum, folds_into=conv
+        )
+        return x if act is None else self.same_shape(Activation, f"{prefix}.act", x, function=str(act))
+
+    def squeeze_excite(self, prefix: str, x: str, se_channels: int, act: ActivationKind) -> str:
+        """Global mean -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> sigmoid -> rescale ``x``."""
+        channels = self.shapes[x][0]
+        pooled = self.add(GlobalAvgPool, f"{prefix}.pool", (x,), (channels, 1, 1))
+        reduced = self.conv(f"{prefix}.reduce", pooled, se_channels, 1, bias=True)
+        reduced = self.same_shape(Activation, f"{prefix}.act", reduced, function=str(act))
+        gate = self.conv(f"{prefix}.expand", reduced, channels, 1, bias=True)
+        gate = self.same_shape(Activation, f"{prefix}.gate", gate, function="sigmoid")
+        return self.add(Mul, f"{prefix}.scale", (x, gate), self.shapes[x])
+
+    def block_ops(self, block: Block, x: str) -> str:
+        """One block, per the semantics stated in `specdsl.ir`."""
+        self.block = block.global_index
+        prefix, act, mid = block_prefix(block), block.activation, block.mid_channels
+        identity = x
+        if block.kind == BlockKind.CONV:
+            x = self.conv_bn(f"{prefix}.spatial", x, block.out_channels, block.kernel, block.stride, act)
+        else:
+            if block.kind == BlockKind.MBCONV:
+                if block.expand_channels is not None:
+                    x = self.conv_bn(f"{prefix}.expand", x, mid, 1, 1, act)
+                x = self.conv_bn(f"{prefix}.spatial", x, mid, block.kernel, block.stride, act, groups=mid)
+            else:  # fused: the k x k conv does the expansion
+                x = self.conv_bn(f"{prefix}.spatial", x, mid, block.kernel, block.stride, act)
+            if block.se_channels is not None:
+                x = self.squeeze_excite(f"{prefix}.se", x, block.se_channels, act)
+            x = self.conv_bn(f"{prefix}.project", x, block.out_channels, 1, 1, None)
+        if block.residual:
+            x = self.same_shape(DropPath, f"{prefix}.drop_path", x, rate=block.drop_path)
+            x = self.add(Add, f"{prefix}.add", (identity, x), self.shapes[x])
+        expected = (block.out_channels, block.output_size, block.output_size)
+        if self.shapes[x] != expected:
+            raise ValueError(f"{prefix}: lowered output {self.shapes[x]}, the IR says {expected}")
+        self.block = None
+        return x
+
+
+def lower(ir: ModelIR) -> LoweredNetwork:
+    """The network of ``ir`` as ops in forward order (see the module docstring)."""
+    builder = _Builder(ir)
+    stem = ir.stem
+    x = builder.conv_bn("stem", INPUT, stem.out_channels, stem.kernel, stem.stride, stem.activation)
+    for block in ir.blocks:
+        x = builder.block_ops(block, x)
+    head = ir.head
+    if head.conv_channels is not None:
+        x = builder.conv_bn("head", x, head.conv_channels, 1, 1, head.activation)
+    features = x
+    x = builder.add(GlobalAvgPool, "head.pool", (x,), (head.features, 1, 1))
+    x = builder.add(Flatten, "head.flatten", (x,), (head.features,))
+    x = builder.same_shape(Dropout, "head.dropout", x, rate=head.dropout)
+    x = builder.add(
+        Linear, "classifier", (x,), (head.classes,), in_features=head.features, out_features=head.classes, bias=True
+    )
+    return LoweredNetwork(
+        name=ir.name,
+        input_shape=builder.shapes[INPUT],
+        normalization=ir.normalization,
+        ops=builder.ops,
+        features=features,
+        output=x,
+    )
+
+
+def consumers(net: LoweredNetwork) -> dict[str, list[str]]:
+    """For each op (and ``"input"``), the ops that read its output, in forward order."""
+    readers: dict[str, list[str]] = {INPUT: [], **{op.name: [] for op in net.ops}}
+    for op in net.ops:
+        for name in op.inputs:
+            readers[name].append(op.name)
+    return readers
+
+
+def weighted_ops(net: LoweredNetwork) -> Iterator[_Op]:
+    """The ops that own canonical tensors, in forward order."""
+    return (op for op in net.ops if op.tensors())
+
+
+def check(net: LoweredNetwork) -> LoweredNetwork:
+    """Validate a network fully (field types, DAG order, unique names, BN folds) and return it."""
+    net = LoweredNetwork.from_json(net.to_json())
+    seen = {INPUT}
+    readers = consumers(net)
+    for op in net.ops:
+        if op.name in seen:
+            raise ValueError(f"duplicate op name {op.name!r}")
+        missing = [name for name in op.inputs if name not in seen]
+        if missing:
+            raise ValueError(f"{op.name} reads {missing[0]!r} before it is computed")
+        seen.add(op.name)
+        if isinstance(op, BatchNorm) and op.folds_into is not None and readers[op.folds_into] != [op.name]:
+            raise ValueError(f"{op.name} cannot fold into {op.folds_into}")
+    if net.output != net.ops[-1].name or net.features not in seen:
+        raise ValueError("output must be the last op and features an op of the network")
+    return net

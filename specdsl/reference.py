@@ -1,0 +1,132 @@
+"""The exact meaning of a lowered network: a numpy float64 executor, slow on purpose.
+
+Each op kind is a few lines of plain numpy that state what the op computes, in inference mode
+(batch norm with running statistics, dropout and drop-path as identity). Every backend is tested
+against this executor with the same weights: it is the one oracle, and it depends on nothing but
+numpy, so a disagreement is the backend's.
+
+    logits = specdsl.reference.run(specdsl.lower(ir), weights.load(path, ir), images)  # images NCHW
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from specdsl.passes.lower import (
+    INPUT,
+    Activation,
+    Add,
+    BatchNorm,
+    Conv,
+    Dropout,
+    DropPath,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    LoweredNetwork,
+    Mul,
+    Op,
+)
+
+Array = np.ndarray
+Weights = Mapping[str, Array]
+
+
+def _relu6(x: Array) -> Array:
+    return np.clip(x, 0.0, 6.0)
+
+
+def _sigmoid(x: Array) -> Array:
+    # Split by sign so that exp never overflows.
+    out = np.empty_like(x)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    exp = np.exp(x[~positive])
+    out[~positive] = exp / (1.0 + exp)
+    return out
+
+
+FUNCTIONS: dict[str, Callable[[Array], Array]] = {
+    "silu": lambda x: x * _sigmoid(x),
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": _relu6,
+    "hard_swish": lambda x: x * _relu6(x + 3.0) / 6.0,
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": lambda x: _relu6(x + 3.0) / 6.0,
+}
+
+
+def conv2d(x: Array, weight: Array, bias: Array | None, stride: int, groups: int, pads: tuple[int, ...]) -> Array:
+    """Grouped 2-D cross-correlation of NCHW ``x`` with OIHW ``weight`` after zero padding (top, bottom, left, right).
+
+    Written as a sum over kernel offsets of strided slices times the kernel's tap, so memory stays
+    at one output-sized array per group however large the kernel.
+    """
+    top, bottom, left, right = pads
+    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    batch, _, height, width = x.shape
+    out_channels, group_in, kernel, _ = weight.shape
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    group_out = out_channels // groups
+    grouped = x.reshape(batch, groups, group_in, height, width)
+    taps = weight.reshape(groups, group_out, group_in, kernel, kernel)
+    out = np.zeros((batch, groups, group_out, out_h, out_w))
+    for i in range(kernel):
+        for j in range(kernel):
+            window = grouped[:, :, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
+            if group_in == 1 and group_out == 1:  # depthwise: one tap per channel
+                out[:, :, 0] += window[:, :, 0] * taps[None, :, 0, 0, i, j, None, None]
+            else:
+                out += np.einsum("ngchw,goc->ngohw", window, taps[:, :, :, i, j], optimize=True)
+    out = out.reshape(batch, out_channels, out_h, out_w)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
+    def tensor(suffix: str) -> Array:
+        return np.asarray(weights[f"{op.name}.{suffix}"], dtype=np.float64)
+
+    match op:
+        case Conv():
+            return conv2d(args[0], tensor("weight"), tensor("bias") if op.bias else None, op.stride, op.groups, op.pads)
+        case BatchNorm():
+            scale = tensor("weight") / np.sqrt(tensor("running_var") + op.eps)
+            shift = tensor("bias") - tensor("running_mean") * scale
+            return args[0] * scale[None, :, None, None] + shift[None, :, None, None]
+        case Activation():
+            return FUNCTIONS[op.function](args[0])
+        case GlobalAvgPool():
+            return args[0].mean(axis=(2, 3), keepdims=True)
+        case Flatten():
+            return args[0].reshape(args[0].shape[0], -1)
+        case Mul():
+            return args[0] * args[1]
+        case Add():
+            return args[0] + args[1]
+        case DropPath() | Dropout():
+            return args[0]
+        case Linear():
+            out = args[0] @ tensor("weight").T
+            return out + tensor("bias") if op.bias else out
+    raise NotImplementedError(f"the reference executor has no rule for op kind {op.op!r}")
+
+
+def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None) -> Array:
+    """Inference of ``net`` on NCHW ``x`` (float64 throughout); the output of op ``until`` if given, else logits.
+
+    Checks every op's output against the shape the lowering states.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[1:] != net.input_shape:
+        raise ValueError(f"input has shape {x.shape[1:]} per sample; {net.name} was lowered for {net.input_shape}")
+    values: dict[str, Array] = {INPUT: x}
+    for op in net.ops:
+        out = _evaluate(op, [values[name] for name in op.inputs], weights)
+        if out.shape[1:] != op.out_shape:
+            raise AssertionError(f"{op.name}: computed shape {out.shape[1:]}, the lowering states {op.out_shape}")
+        values[op.name] = out
+        if op.name == until:
+            return out
+    return values[net.output]
