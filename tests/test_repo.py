@@ -29,3 +29,18 @@ def test_ruff_clean() -> None:
     for args in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run(["ruff", *args], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """A package missing from pyproject's list works in an editable checkout and vanishes from a real install."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(config["packages"])
+    roots = {"specdsl": ROOT / "specdsl", "specdsl.backends": ROOT / "backends"}
+    found = set()
+    for prefix, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            relative = init.parent.relative_to(root).parts
+            found.add(".".join((prefix, *relative)))
+    assert found <= declared, f"add to [tool.setuptools] packages (and package-dir for backends): {found - declared}"
