@@ -124,42 +124,104 @@ class ScalingSection(_Section):
 
 
 class Range(_Section):
-    """A value that moves linearly from ``start`` to ``end`` over progressive-learning stages."""
+    """A value that moves from ``start`` (first stage) to ``end`` (last stage) over progressive-learning stages."""
 
     start: float
     end: float
 
 
+#: Bounds of each progressive range key: (low, high, whether high itself is allowed).
+_RANGE_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "image_size": (limits.MIN_RESOLUTION, limits.MAX_RESOLUTION, True),
+    "randaug": (0.0, 30.0, True),
+    "mixup": (0.0, 100.0, True),
+    "dropout": (0.0, 1.0, False),
+    "drop_path": (0.0, 1.0, False),
+}
+
+
 class TrainingRecipe(_Section):
-    """Progressive learning as in EfficientNetV2 (google/automl): ``progressive_stages`` equal stages, stage i of n uses
-    ``start + (end - start) * i / n`` for i = 1..n (image size truncated to an integer)."""
+    """How the network is trained: EfficientNetV2 progressive learning plus the optimiser recipe.
+
+    Defaults are google/automl efficientnetv2's (hparams.py) where it has one. The per-stage plan is
+    computed by `specdsl.training.schedule.progressive_schedule` (docs/training.md gives the formulas).
+    """
 
     epochs: int = Field(350, ge=1, le=100_000, description="total training epochs")
-    progressive_stages: int = Field(1, ge=1, le=64, description="progressive-learning stages; 1 = no progression")
-    image_size: Range | None = Field(None, description="image size, min -> max; default: train resolution")
-    randaug: Range | None = Field(None, description="RandAugment magnitude, min -> max")
-    mixup: Range | None = Field(None, description="mixup alpha, min -> max")
-    dropout: Range | None = Field(None, description="head dropout, min -> max; default: head.dropout")
+    progressive_stages: int = Field(
+        1, ge=1, le=64, description="progressive-learning stages (equal shares of the epochs); 1 = no progression"
+    )
+    image_size: Range | None = Field(
+        None, description="training image size, min -> max; stage k of K uses int(min + (max - min) * k / K)"
+    )
+    randaug: Range | None = Field(
+        None, description="RandAugment magnitude (google/automl level, 10 = its nominal maximum), min -> max"
+    )
+    mixup: Range | None = Field(None, description="mixup alpha, min -> max; 0 = off")
+    dropout: Range | None = Field(None, description="head dropout, min -> max (dropout_schedule = paper)")
+    dropout_schedule: Literal["paper", "automl"] = Field(
+        "paper",
+        description=(
+            "paper: head dropout follows `dropout` min -> max (V2 paper, Table 6); "
+            "automl: constant head.dropout, as google/automl's code trains"
+        ),
+    )
+    drop_path: Range | None = Field(
+        None, description="stochastic-depth rate of the last block, min -> max; default: defaults.drop_path"
+    )
+    randaug_layers: int = Field(2, ge=1, le=16, description="RandAugment operations per image")
+    crop_scale: float = Field(
+        0.08, gt=0.0, le=1.0, description="random-resized crop: smallest fraction of the image area kept"
+    )
+    flip: bool = Field(True, description="random horizontal flips")
+    batch_size: int = Field(
+        4096, ge=1, le=limits.MAX_BATCH, description="global batch per optimizer step, over all processes"
+    )
+    grad_accumulation: int = Field(
+        1, ge=1, le=1024, description="micro-batches per optimizer step (each batch_size / grad_accumulation)"
+    )
+    optimizer: Literal["rmsprop_tf", "sgd", "adamw"] = Field(
+        "rmsprop_tf", description="rmsprop_tf: TensorFlow's RMSProp (epsilon inside the square root); sgd; adamw"
+    )
+    lr: float = Field(
+        0.016, gt=0.0, le=100.0, description="peak learning rate per 256 images; the run uses lr * batch_size / 256"
+    )
+    warmup_epochs: float = Field(5.0, ge=0.0, le=100_000, description="linear warmup from 0 to the peak")
+    lr_decay: Literal["exponential", "cosine"] = Field(
+        "exponential", description="after warmup: staircase exponential decay, or cosine to 0 at the last step"
+    )
+    lr_decay_epochs: float = Field(2.4, gt=0.0, le=100_000, description="exponential: epochs between decays")
+    lr_decay_factor: float = Field(0.97, gt=0.0, le=1.0, description="exponential: factor per decay")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="rmsprop_tf and sgd momentum; adamw beta1")
+    rmsprop_decay: float = Field(0.9, ge=0.0, lt=1.0, description="rmsprop_tf: decay of the squared-gradient average")
+    epsilon: float = Field(
+        0.001, gt=0.0, le=1.0, description="rmsprop_tf: added inside the square root; adamw: added to the denominator"
+    )
+    weight_decay: float = Field(
+        1e-5,
+        ge=0.0,
+        le=1.0,
+        description="on conv and linear weights only; L2 in the gradient (rmsprop_tf, sgd), decoupled (adamw)",
+    )
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    ema_decay: float = Field(
+        0.9999, ge=0.0, lt=1.0, description="moving average of the weights used for evaluation; 0 = off"
+    )
 
-    def schedule(self, train_resolution: int, head_dropout: float) -> list[dict[str, float]]:
-        """Per-stage settings, so users can see where progressive learning actually happens."""
-        image = self.image_size or Range(start=train_resolution, end=train_resolution)
-        dropout = self.dropout or Range(start=head_dropout, end=head_dropout)
-        plan = []
-        for i in range(1, self.progressive_stages + 1):
-            t = i / self.progressive_stages
-            row: dict[str, float] = {
-                "stage": i,
-                "epochs": self.epochs / self.progressive_stages,
-                "image_size": int(image.start + (image.end - image.start) * t),
-                "dropout": dropout.start + (dropout.end - dropout.start) * t,
-            }
-            for name in ("randaug", "mixup"):
-                value: Range | None = getattr(self, name)
-                if value is not None:
-                    row[name] = value.start + (value.end - value.start) * t
-            plan.append(row)
-        return plan
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingRecipe:
+        for name, (low, high, closed) in _RANGE_BOUNDS.items():
+            value: Range | None = getattr(self, name)
+            for end in () if value is None else (value.start, value.end):
+                if not (low <= end <= high if closed else low <= end < high):
+                    raise ValueError(f"{name} must lie in [{low:g}, {high:g}{']' if closed else ')'}, got {end:g}")
+        if self.epochs < self.progressive_stages:
+            raise ValueError(f"{self.epochs} epochs cannot make {self.progressive_stages} progressive stages")
+        if self.dropout_schedule == "automl" and self.dropout is not None:
+            raise ValueError("dropout_schedule = automl keeps head.dropout constant: remove the dropout range")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accumulation")
+        return self
 
 
 class StageArgs(_Section):

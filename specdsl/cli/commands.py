@@ -18,6 +18,7 @@ from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report, layer_rows
 from specdsl.passes.lower import lower
+from specdsl.training.schedule import schedule_of
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -61,6 +62,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         data = report.model_dump(mode="json")
         if layers is not None:
             data["layers"] = [row.model_dump(mode="json") for row in layers]
+        if args.schedule:
+            data["schedule"] = [stage.to_json() for stage in schedule_of(ir)]
         print(json.dumps(data, indent=2))
     else:
         print(report_table(report))
@@ -79,10 +82,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _schedule_table(ir: ModelIR) -> str:
-    plan = ir.training.schedule(ir.train_resolution, ir.head.dropout)
-    keys = list(plan[0])
-    rows = [[f"{row[key]:g}" if isinstance(row[key], float) else row[key] for key in keys] for row in plan]
-    return "training schedule (progressive learning)\n" + table(keys, rows, align="r" * len(keys))
+    headers = ["stage", "epochs", "image_size", "randaug", "mixup", "dropout", "drop_path"]
+    rows = [
+        [stage.stage, f"{stage.start_epoch}-{stage.end_epoch}", stage.image_size]
+        + [f"{value:.4g}" for value in (stage.randaug, stage.mixup, stage.dropout, stage.drop_path)]
+        for stage in schedule_of(ir)
+    ]
+    recipe = ir.training
+    title = f"training schedule (progressive learning, dropout: {recipe.dropout_schedule})"
+    return f"{title}\n" + table(headers, rows, align="r" * len(headers))
 
 
 def parse_count(text: str) -> float:

@@ -59,10 +59,19 @@ def test_info_layers_prints_the_lowered_network() -> None:
 
 
 def test_info_schedule_shows_progressive_learning() -> None:
+    """V2-S, paper Table 6: size by google/automl's int(128 + 172 * k/4); RandAugment 5 -> 15 and dropout
+    0.1 -> 0.3 by linspace, so the first stage trains at the minimum and the last at the maximum."""
     result = run_cli("info", str(SPECS / "v2_s.spec"), "--schedule")
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     schedule = result.stdout.split("training schedule")[1].splitlines()
-    assert [line.split()[2] for line in schedule[3:]] == ["171", "214", "257", "300"]
+    assert "dropout: paper" in schedule[0]
+    rows = [line.split() for line in schedule[3:]]
+    assert [row[1] for row in rows] == ["0-87", "87-175", "175-262", "262-350"]
+    assert [row[2] for row in rows] == ["171", "214", "257", "300"]
+    assert [row[3] for row in rows] == ["5", "8.333", "11.67", "15"]
+    assert [row[5] for row in rows] == ["0.1", "0.1667", "0.2333", "0.3"]
+    data = json.loads(run_cli("info", "v2_s", "--schedule", "--json").stdout)
+    assert [stage["image_size"] for stage in data["schedule"]] == [171, 214, 257, 300]
 
 
 def test_fmt_is_canonical_and_keeps_comments(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import specdsl
+from specdsl.training.schedule import schedule_of
 from tests.conftest import SPECS, run_cli
 from tests.published import BLOCKS, MACS, PARAMS, V1_TABLE, V1_TPU, V2_AUTOML, V2_TABLE
 
@@ -57,7 +58,7 @@ def test_v2_variant_table(variant: str) -> None:
     assert (ir.train_resolution, ir.resolution, ir.head.dropout) == (train, evaluation, dropout)
     assert not ir.spec.scaling.round_up_90
     assert ir.training.progressive_stages == 4
-    assert ir.training.schedule(ir.train_resolution, ir.head.dropout)[-1]["image_size"] == train
+    assert schedule_of(ir)[-1].image_size == train
 
 
 def test_shipped_block_strings_are_the_published_ones() -> None:

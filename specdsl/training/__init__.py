@@ -1,0 +1,34 @@
+"""Training on the PyTorch backend: EfficientNetV2 progressive learning from a spec's ``training`` recipe.
+
+``specdsl train`` and `train` run it on one process or, under ``torchrun``, on many. Only `schedule`
+(the progressive-learning plan, also printed by ``specdsl info --schedule``) is framework-free; every
+other module needs the ``train`` extra. Names load lazily, so importing `specdsl.training.schedule`
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["TrainOptions", "TrainResult", "evaluate", "progressive_schedule", "schedule_of", "train"]
+
+_LAZY = {
+    "progressive_schedule": "specdsl.training.schedule",
+    "schedule_of": "specdsl.training.schedule",
+    "train": "specdsl.training.api",
+    "TrainOptions": "specdsl.training.api",
+    "TrainResult": "specdsl.training.api",
+    "evaluate": "specdsl.training.evaluate",
+}
+
+if TYPE_CHECKING:
+    from specdsl.training.api import TrainOptions, TrainResult, train
+    from specdsl.training.evaluate import evaluate
+    from specdsl.training.schedule import progressive_schedule, schedule_of
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'specdsl.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
