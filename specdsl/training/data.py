@@ -1,0 +1,255 @@
+"""Images in, float batches out: the data sources and the per-image crop, flip and resize.
+
+A source has a train split and a fixed held-out split of uint8 images (C, H, W) with integer labels:
+
+* ``builtin:digits``: scikit-learn's handwritten digits (1797 images of 8x8, values 0-16, no download),
+  scaled to 0-255 and repeated over the network's input channels; the held-out split is a stratified
+  20% drawn with a fixed seed, so every run and every machine evaluates on the same 360 images;
+* a directory laid out like torchvision's ImageFolder: ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``,
+  decoded with PIL.
+
+Training crops are google/automl's (Inception) random-resized crop, then a random horizontal flip and
+a bilinear resize to the stage's size. Every random choice for an image is drawn from a generator seeded
+by (seed, epoch, image index) alone, so a batch is the same whichever process, worker or resumed run
+computes it. Evaluation takes automl's centre crop (size / (size + 32) of the shorter side) of
+photographs, or the whole image for digits, resized to the evaluation resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specdsl.errors import SpecError
+
+BUILTIN_PREFIX = "builtin:"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+EVAL_CROP_PADDING = 32  # google/automl preprocessing: centre crop image_size / (image_size + 32)
+
+
+class Split(Protocol):
+    """One split of a source: ``len()`` images, each a uint8 tensor (C, H, W), and their labels."""
+
+    labels: Sequence[int]
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set: class names, a train split, a held-out split and how evaluation crops."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    held_out: Split
+    center_crop: bool  # automl's eval centre crop (photographs) or the whole image (digits)
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """Images already in memory: (N, C, H, W) uint8."""
+
+    images: torch.Tensor
+    labels: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """Image files decoded on demand with PIL."""
+
+    paths: Sequence[Path]
+    labels: Sequence[int]
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as opened:
+            array = np.asarray(opened.convert("L" if self.channels == 1 else "RGB"))
+        pixels = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+        return pixels.expand(self.channels, -1, -1) if pixels.shape[0] == 1 else pixels
+
+
+def digits(channels: int, seed: int = 0) -> Source:
+    """scikit-learn's digits as 8x8 uint8 images with a fixed, stratified 20% held out."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    pixels = np.rint(data.images * (255.0 / 16.0)).astype(np.uint8)
+    images = torch.from_numpy(pixels)[:, None].expand(-1, channels, -1, -1).contiguous()
+    indices = np.arange(len(images))
+    train, held_out = train_test_split(indices, test_size=0.2, stratify=data.target, random_state=seed)
+    train, held_out = np.sort(train), np.sort(held_out)
+    labels = data.target.tolist()
+    return Source(
+        name="builtin:digits",
+        classes=tuple(str(name) for name in data.target_names),
+        train=TensorSplit(images[train], [labels[i] for i in train]),
+        held_out=TensorSplit(images[held_out], [labels[i] for i in held_out]),
+        center_crop=False,
+    )
+
+
+def image_folder(root: Path, channels: int) -> Source:
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted."""
+    splits = {}
+    classes: tuple[str, ...] = ()
+    for split in ("train", "val"):
+        directory = root / split
+        if not directory.is_dir():
+            raise SpecError(f"no '{split}' directory (expected {split}/<class>/<images>)", path=str(root))
+        if split == "train":
+            classes = tuple(sorted(child.name for child in directory.iterdir() if child.is_dir()))
+            if not classes:
+                raise SpecError("train/ has no class directories", path=str(root))
+        paths, labels = [], []
+        for label, name in enumerate(classes):
+            files = sorted(p for p in (directory / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += files
+            labels += [label] * len(files)
+        if not paths:
+            raise SpecError(f"{split}/ holds no images of the classes in train/", path=str(root))
+        splits[split] = FileSplit(paths, labels, channels)
+    return Source(str(root), classes, splits["train"], splits["val"], center_crop=True)
+
+
+def open_source(data: str, channels: int) -> Source:
+    """``builtin:digits`` or an ImageFolder-style directory."""
+    if data.startswith(BUILTIN_PREFIX):
+        if data != "builtin:digits":
+            raise SpecError("unknown built-in data set; available: builtin:digits", path=data)
+        return digits(channels)
+    root = Path(data)
+    if not root.is_dir():
+        raise SpecError("data directory not found (or give builtin:digits)", path=data)
+    return image_folder(root, channels)
+
+
+def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 or float (C, H, W) -> float (C, size, size) in [0, 1], bilinear, antialiased when shrinking."""
+    x = image.float()[None] / 255.0 if image.dtype == torch.uint8 else image.float()[None]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def random_crop_box(height: int, width: int, scale: float, rng: random.Random) -> tuple[int, int, int, int]:
+    """Inception/automl random-resized crop: area in [scale, 1] of the image, aspect in [3/4, 4/3] (log-uniform),
+    10 attempts, else the whole image. Returns (top, left, height, width)."""
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(scale, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    return 0, 0, height, width
+
+
+def train_view(image: torch.Tensor, size: int, *, scale: float, flip: bool, rng: random.Random) -> torch.Tensor:
+    """One training image: random-resized crop, resize to ``size``, random horizontal flip."""
+    top, left, h, w = random_crop_box(image.shape[-2], image.shape[-1], scale, rng)
+    out = resize(image[:, top : top + h, left : left + w], size)
+    return out.flip(-1) if flip and rng.random() < 0.5 else out
+
+
+def eval_view(image: torch.Tensor, size: int, *, center_crop: bool) -> torch.Tensor:
+    """One evaluation image: automl's centre crop (or the whole image), resized to ``size``."""
+    if center_crop:
+        height, width = image.shape[-2:]
+        side = int(size / (size + EVAL_CROP_PADDING) * min(height, width))
+        top, left = (height - side + 1) // 2, (width - side + 1) // 2
+        image = image[:, top : top + side, left : left + side]
+    return resize(image, size)
+
+
+def image_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The generator for one image in one epoch: the same in every process and every resumed run."""
+    return random.Random(f"specdsl-train:{seed}:{epoch}:{index}")
+
+
+class TrainImages(torch.utils.data.Dataset):
+    """The train split at one stage's size, for one epoch: item i is (image in [0, 1], label). Picklable,
+    so DataLoader workers can decode and crop."""
+
+    def __init__(self, split: Split, *, size: int, epoch: int, seed: int, scale: float, flip: bool) -> None:
+        self.split, self.size, self.epoch, self.seed, self.scale, self.flip = split, size, epoch, seed, scale, flip
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = image_rng(self.seed, self.epoch, index)
+        view = train_view(self.split.image(index), self.size, scale=self.scale, flip=self.flip, rng=rng)
+        return view, self.split.labels[index]
+
+
+class EvalImages(torch.utils.data.Dataset):
+    def __init__(self, source: Source, size: int) -> None:
+        self.split, self.size, self.center_crop = source.held_out, size, source.center_crop
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return eval_view(self.split.image(index), self.size, center_crop=self.center_crop), self.split.labels[index]
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) in [0, 1], labels (N,)
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> Batch:
+    images, labels = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def batches(dataset: torch.utils.data.Dataset, index_batches: Sequence[Sequence[int]], workers: int) -> Iterator[Batch]:
+    """Batches of ``dataset`` in the given order (images in [0, 1], labels), decoded by ``workers`` processes."""
+    if workers == 0:
+        for indices in index_batches:
+            yield _collate([dataset[i] for i in indices])
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=index_batches, num_workers=workers, collate_fn=_collate, persistent_workers=False
+    )
+    yield from loader
+
+
+def eval_batches(
+    source: Source, size: int, batch_size: int, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out split in order, at ``size``, as (images in [0, 1], labels)."""
+    count = len(source.held_out)
+    order = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    return batches(EvalImages(source, size), order, workers)
+
+
+class Normalize:
+    """(x - mean) / std per channel, with the network's own normalization (from the lowering)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu") -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
