@@ -72,10 +72,11 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return warp_affine(x, matrix, x.shape[-2:], mode="nearest", padding_mode="fill", fill_value=fill)
 
 
-def _affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, e: torch.Tensor,
-            f: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    matrix = torch.stack([torch.stack([a, b, c], -1), torch.stack([d, e, f], -1)], -2)
-    return _warp(x, matrix.to(x.dtype))
+def _warp_entry(x: torch.Tensor, row: int, col: int, value: torch.Tensor) -> torch.Tensor:
+    """Warp by the identity affine map with entry (row, col) set to ``value`` per image: a shear or a shift."""
+    matrix = torch.eye(2, 3, dtype=x.dtype, device=x.device).repeat(len(x), 1, 1)
+    matrix[:, row, col] = value.to(x.dtype)
+    return _warp(x, matrix)
 
 
 def auto_contrast(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -134,38 +135,24 @@ def sharpness_op(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Gen
     return sharpness(x, _enhance_factor(level)).clamp(0.0, 1.0)
 
 
-def _shear(x: torch.Tensor, level: float, sign: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    """automl/tfa: ShearX samples input (x + s*y, y); as a source -> destination matrix that is x - s*y."""
-    s = -sign.to(x.dtype) * (level / 10.0 * 0.3)
-    one, zero = torch.ones_like(s), torch.zeros_like(s)
-    if horizontal:
-        return _affine(x, one, s, zero, zero, one, zero)
-    return _affine(x, one, zero, zero, s, one, zero)
+# automl (tfa.image.transform) samples ShearX's input at (x + s*y, y) and TranslateX's at (x + p, y); the
+# source -> destination matrices below are their inverses, hence the minus signs.
 
 
 def shear_x(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return _shear(x, level, sign, horizontal=True)
+    return _warp_entry(x, 0, 1, -sign * (level / 10.0 * 0.3))
 
 
 def shear_y(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return _shear(x, level, sign, horizontal=False)
-
-
-def _translate(x: torch.Tensor, level: float, sign: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    """automl: TranslateX by p pixels samples input (x + p, y), i.e. the content moves by -p."""
-    shift = -sign.to(x.dtype) * (level / 10.0 * 100.0)
-    one, zero = torch.ones_like(shift), torch.zeros_like(shift)
-    if horizontal:
-        return _affine(x, one, zero, shift, zero, one, zero)
-    return _affine(x, one, zero, zero, zero, one, shift)
+    return _warp_entry(x, 1, 0, -sign * (level / 10.0 * 0.3))
 
 
 def translate_x(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return _translate(x, level, sign, horizontal=True)
+    return _warp_entry(x, 0, 2, -sign * (level / 10.0 * 100.0))
 
 
 def translate_y(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return _translate(x, level, sign, horizontal=False)
+    return _warp_entry(x, 1, 2, -sign * (level / 10.0 * 100.0))
 
 
 def cutout(x: torch.Tensor, level: float, sign: torch.Tensor, g: torch.Generator) -> torch.Tensor:
