@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from specdsl import __version__
-from specdsl.cli import commands
+from specdsl.cli import commands, train
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -21,6 +21,7 @@ _EPILOG = """examples:
   specdsl info specs/v2_s.spec
   specdsl scale specs/b0.spec --phi 3 -o my_b3.spec
   specdsl build specs/b0.spec --backend torch -o build/b0
+  specdsl train specs/digits_tiny.spec -o runs/digits
 """
 
 
@@ -109,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--export", choices=["pt2"], help="also write a torch.export program")
     build.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     build.set_defaults(run=commands.cmd_build)
+
+    train.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""``specdsl train``: argument wiring only; the work is `specdsl.training.train` (needs the ``train`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from specdsl.errors import SpecError
+from specdsl.frontend.syntax import parse_text
+
+_EXAMPLES = """examples:
+  specdsl train specs/digits_tiny.spec -o runs/digits            # builtin:digits, CPU or the first GPU
+  specdsl train v2_s -o runs/v2_s --data /data/imagenet --amp bf16 --channels-last --workers 8
+  specdsl train v2_s -o runs/v2_s --data /data/imagenet --resume  # continue a stopped run
+  specdsl train b0 -o runs/b0 --set optimizer=sgd --set lr=0.1 --set "image_size=128 -> 224"
+  torchrun --nproc-per-node 8 -m specdsl train v2_s -o runs/v2_s --data /data/imagenet
+"""
+
+
+def add_parser(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a spec's recipe (progressive learning) with PyTorch",
+        description=(
+            "Train the network of SPEC with its `training` recipe: EfficientNetV2 progressive learning (image "
+            "size, RandAugment, mixup, dropout growing over stages), the recipe's optimizer and EMA. Writes "
+            "checkpoints, best.safetensors, metrics.jsonl, the resolved spec and plot.png into RUN_DIR. Under "
+            "torchrun every process runs this command and they train together (DDP)."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("spec", metavar="SPEC")
+    train.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory")
+    train.add_argument("--data", default="builtin:digits", help="builtin:digits (default) or an ImageFolder directory")
+    recipe = train.add_argument_group("recipe overrides (the spec's training keys)")
+    recipe.add_argument("--epochs", type=int, help="training.epochs")
+    recipe.add_argument("--batch-size", type=int, help="training.batch_size (global, over all processes)")
+    recipe.add_argument("--lr", type=float, help="training.lr (per 256 images)")
+    recipe.add_argument("--optimizer", choices=["rmsprop_tf", "sgd", "adamw"], help="training.optimizer")
+    recipe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any training key")
+    run = train.add_argument_group("running")
+    run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    run.add_argument("--force", action="store_true", help="start afresh in a RUN_DIR that holds another run")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    run.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation seed")
+    run.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images (default: 0)")
+    run.add_argument("--amp", choices=["bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
+    run.add_argument("--channels-last", action="store_true", help="NHWC weights and activations")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--memory-efficient", action="store_true", help="recompute block activations in backward")
+    run.add_argument("--threads", type=int, help="torch threads per process")
+    run.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    run.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and after the last)")
+    run.add_argument("--stop-at-epoch", type=int, metavar="N", help="stop after N epochs; --resume continues")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags and each ``--set key=value`` (the value written as in a spec file) as training keys."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set takes KEY=VALUE, got {item!r}", path="--set")
+        raw = parse_text(f"training {{ {key.strip()} = {value.strip()} }}", f"--set {item}")
+        ((name, parsed),) = raw.sections["training"].items()
+        overrides[name] = parsed.value
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
+    return overrides | {key: value for key, value in flags.items() if value is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from specdsl.backends import BackendUnavailable
+
+    try:
+        from specdsl.training.api import TrainOptions, train
+    except ImportError as error:
+        raise BackendUnavailable(f"training needs {error.name}: pip install 'specdsl[train]'") from None
+    options = TrainOptions(
+        data=args.data,
+        recipe=recipe_overrides(args),
+        device=args.device,
+        seed=args.seed,
+        workers=args.workers,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        memory_efficient=args.memory_efficient,
+        threads=args.threads,
+        deterministic=args.deterministic,
+        eval_every=args.eval_every,
+        stop_at_epoch=args.stop_at_epoch,
+        resume=args.resume,
+        force=args.force,
+        quiet=args.quiet,
+    )
+    result = train(args.spec, args.output, options)
+    if int(os.environ.get("RANK", "0")) == 0:  # one report from a torchrun job
+        best = f"{100 * result.best_accuracy:.2f}% at epoch {result.best_epoch + 1}"
+        print(f"trained {result.epochs} epochs in {result.seconds:.0f} s; best held-out accuracy {best}")
+        print(f"wrote {result.run_dir}/ (best.safetensors, metrics.jsonl, plot.png, checkpoint/)", file=sys.stderr)
+    return 0

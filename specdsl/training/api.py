@@ -1,0 +1,167 @@
+"""`train`: a spec's recipe -> a run directory, on this process or as one rank of a torchrun job."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import ValidationError
+
+from specdsl.errors import SpecError
+from specdsl.frontend.format import render_document
+from specdsl.frontend.loader import load_document
+from specdsl.ir import ModelIR
+from specdsl.passes.resolve import resolve
+from specdsl.spec import SpecDocument, TrainingRecipe
+from specdsl.training.data import open_source
+from specdsl.training.distributed import Context
+from specdsl.training.log import read_metrics
+from specdsl.training.loop import LoopSettings, Trainer
+
+SPEC_FILE = "spec.spec"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run; what to train is the spec's ``training`` section (override keys with ``recipe``)."""
+
+    data: str = "builtin:digits"
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # training keys overriding the spec's
+    device: str | None = None  # default: cuda if available, else cpu
+    seed: int = 0
+    workers: int = 0  # DataLoader processes decoding images
+    amp: Literal["bf16", "fp16"] | None = None
+    channels_last: bool = False
+    compile: bool = False
+    memory_efficient: bool = False
+    threads: int | None = None  # torch intra-op threads per process
+    deterministic: bool = False
+    eval_every: int = 1
+    eval_batch_size: int = 256
+    stop_at_epoch: int | None = None  # stop after this many epochs (resume continues)
+    resume: bool = False
+    force: bool = False  # start afresh in a run directory that holds another run
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    epochs: int  # completed
+    accuracy: float | None  # held-out accuracy after the last epoch (EMA weights), if evaluated
+    best_accuracy: float
+    best_epoch: int
+    best_weights: Path
+    metrics: list[dict[str, Any]]
+    seconds: float
+
+
+def with_recipe(doc: SpecDocument, overrides: Mapping[str, Any]) -> SpecDocument:
+    """``doc`` with training keys replaced, validated like a spec (bad keys and values are diagnostics)."""
+    if not overrides:
+        return doc
+    unknown = sorted(set(overrides) - set(TrainingRecipe.model_fields))
+    if unknown:
+        raise SpecError(f"unknown training key '{unknown[0]}'", path="--set")
+    try:
+        recipe = TrainingRecipe.model_validate({**doc.training.model_dump(), **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "training"
+        raise SpecError(f"training.{where}: {first['msg']}", path="--set") from None
+    return doc.model_copy(update={"training": recipe})
+
+
+def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: Context) -> None:
+    """A fresh run needs an empty (or --force) directory; a resumed one the same spec and a checkpoint."""
+    saved = run_dir / SPEC_FILE
+    if options.resume:
+        if not (run_dir / "checkpoint" / "state.json").exists():
+            raise SpecError("nothing to resume: no checkpoint in this run directory", path=str(run_dir))
+        if saved.read_text() != spec_text:
+            raise SpecError(
+                f"the spec or recipe differs from the run being resumed (see {saved}); resume with the same ones",
+                path=str(run_dir),
+            )
+        return
+    if run_dir.exists() and any(run_dir.iterdir()) and not options.force:
+        raise SpecError(
+            "run directory is not empty; pass --resume to continue it or --force to restart", path=str(run_dir)
+        )
+    ctx.barrier()  # every rank has checked before rank 0 clears anything
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "best.safetensors", "best.json", "plot.png"):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+        saved.write_text(spec_text)
+
+
+def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions | None = None) -> TrainResult:
+    """Train ``spec`` (a path, a shipped name or an IR) into ``run_dir``; under torchrun, as this rank."""
+    options = options or TrainOptions()
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    doc = spec.spec if isinstance(spec, ModelIR) else load_document(spec)
+    doc = with_recipe(doc, options.recipe)
+    ir = resolve(doc)
+    header = ["The spec this run trained (specdsl train): every key spelled out."]
+    spec_text = render_document(ir.spec, header=header)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    if options.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    ctx = Context.from_environment(options.device)
+    try:
+        _check_options(options, ctx)
+        source = open_source(options.data, ir.in_channels)
+        if len(source.classes) != ir.head.classes:
+            raise SpecError(
+                f"{source.name} has {len(source.classes)} classes but the network has {ir.head.classes} outputs: "
+                f"set head {{ classes = {len(source.classes)} }}",
+                path=str(spec) if not isinstance(spec, ModelIR) else ir.name,
+            )
+        _prepare_run_dir(run_dir, spec_text, options, ctx)
+        settings = LoopSettings(
+            seed=options.seed,
+            workers=options.workers,
+            amp=options.amp,
+            channels_last=options.channels_last,
+            compile=options.compile,
+            memory_efficient=options.memory_efficient,
+            eval_every=options.eval_every,
+            eval_batch_size=options.eval_batch_size,
+            stop_at_epoch=options.stop_at_epoch,
+            quiet=options.quiet,
+        )
+        trainer = Trainer(ir, source, run_dir, ctx, settings)
+        if options.resume:
+            trainer.resume()
+        trainer.run()
+        metrics = read_metrics(run_dir / "metrics.jsonl")
+        evaluated = [record for record in metrics if record.get("eval_accuracy") is not None]
+        return TrainResult(
+            run_dir=run_dir,
+            epochs=trainer.progress.epoch,
+            accuracy=evaluated[-1]["eval_accuracy"] if evaluated else None,
+            best_accuracy=trainer.progress.best_accuracy,
+            best_epoch=trainer.progress.best_epoch,
+            best_weights=run_dir / "best.safetensors",
+            metrics=metrics,
+            seconds=time.perf_counter() - started,
+        )
+    finally:
+        ctx.close()
+
+
+def _check_options(options: TrainOptions, ctx: Context) -> None:
+    if options.amp == "fp16" and ctx.device.type != "cuda":
+        raise SpecError("fp16 autocast needs a CUDA device; use --amp bf16 on CPU", path="--amp")
+    if options.compile and ctx.device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
+        raise SpecError("torch.compile on CPU needs a C++ compiler (g++)", path="--compile")
