@@ -75,14 +75,19 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from specdsl.backends import BackendUnavailable
+    from specdsl.frontend.loader import load_document
+    from specdsl.passes.resolve import resolve
+    from specdsl.training.recipe import with_recipe
 
+    overrides = recipe_overrides(args)
+    resolve(with_recipe(load_document(args.spec), overrides))  # spec errors before the framework loads
     try:
         from specdsl.training.api import TrainOptions, train
     except ImportError as error:
         raise BackendUnavailable(f"training needs {error.name}: pip install 'specdsl[train]'") from None
     options = TrainOptions(
         data=args.data,
-        recipe=recipe_overrides(args),
+        recipe=overrides,
         device=args.device,
         seed=args.seed,
         workers=args.workers,

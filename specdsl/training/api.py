@@ -10,18 +10,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import ValidationError
 
 from specdsl.errors import SpecError
 from specdsl.frontend.format import render_document
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
-from specdsl.spec import SpecDocument, TrainingRecipe
 from specdsl.training.data import open_source
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
 from specdsl.training.loop import LoopSettings, Trainer
+from specdsl.training.recipe import with_recipe
 
 SPEC_FILE = "spec.spec"
 
@@ -61,22 +60,6 @@ class TrainResult:
     seconds: float
 
 
-def with_recipe(doc: SpecDocument, overrides: Mapping[str, Any]) -> SpecDocument:
-    """``doc`` with training keys replaced, validated like a spec (bad keys and values are diagnostics)."""
-    if not overrides:
-        return doc
-    unknown = sorted(set(overrides) - set(TrainingRecipe.model_fields))
-    if unknown:
-        raise SpecError(f"unknown training key '{unknown[0]}'", path="--set")
-    try:
-        recipe = TrainingRecipe.model_validate({**doc.training.model_dump(), **overrides})
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "training"
-        raise SpecError(f"training.{where}: {first['msg']}", path="--set") from None
-    return doc.model_copy(update={"training": recipe})
-
-
 def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: Context) -> None:
     """A fresh run needs an empty (or --force) directory; a resumed one the same spec and a checkpoint."""
     saved = run_dir / SPEC_FILE
@@ -90,9 +73,7 @@ def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: 
             )
         return
     if run_dir.exists() and any(run_dir.iterdir()) and not options.force:
-        raise SpecError(
-            "run directory is not empty; pass --resume to continue it or --force to restart", path=str(run_dir)
-        )
+        raise SpecError("run directory is not empty: --resume continues it, --force restarts", path=str(run_dir))
     ctx.barrier()  # every rank has checked before rank 0 clears anything
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,23 @@ class Context:
         if self.distributed:
             dist.barrier()
 
+    def replica_difference(self, model: nn.Module) -> float:
+        """The largest |difference| between any rank's weights (parameters and BN statistics) and rank 0's.
+
+        DDP keeps replicas equal by construction; this checks it, once per epoch, at the cost of one
+        broadcast of the state. 0.0 on one process.
+        """
+        if not self.distributed:
+            return 0.0
+        largest = torch.zeros((), dtype=torch.float64, device=self.device)
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                reference = value.detach().clone()
+                dist.broadcast(reference, src=0)
+                largest = torch.maximum(largest, (value.detach() - reference).abs().max().double())
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return largest.item()
+
     def mean(self, value: float) -> float:
         """The mean of a per-rank number over all ranks."""
         if not self.distributed:

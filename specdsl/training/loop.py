@@ -10,12 +10,15 @@ update. After each epoch rank 0 evaluates the EMA weights at the spec's evaluati
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -57,6 +60,19 @@ class LoopSettings:
     quiet: bool = False
 
 
+def seed_of(seed: int, rank: int, purpose: str) -> int:
+    """A 63-bit seed for one rank and purpose, derived from the run's seed (stable across Python versions)."""
+    digest = hashlib.sha256(f"specdsl-train:{seed}:{rank}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_process(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators: a fresh run starts from the same state."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 class Trainer:
     """One run of ``ir``'s recipe on ``source``, writing into ``run_dir`` (rank 0 only)."""
 
@@ -91,7 +107,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.net, recipe)
         self.ema = WeightAverage(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         self.eval_model = build(ir, seed=settings.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
-        self.augment = torch.Generator().manual_seed(settings.seed * 1000 + ctx.rank + 1)
+        self.augment = torch.Generator().manual_seed(seed_of(settings.seed, ctx.rank, "augment"))
+        seed_process(seed_of(settings.seed, ctx.rank, "process"))  # dropout masks; resume restores the states
         self.scaler = torch.amp.GradScaler(ctx.device.type) if settings.amp == "fp16" else None
         self.progress = checkpoint.Progress()
 
@@ -251,6 +268,7 @@ class Trainer:
             "lr": self.lr(self.progress.step - 1),
             "step": self.progress.step,
             "train_loss": self.ctx.mean(sum(losses) / len(losses)),
+            "replica_max_difference": self.ctx.replica_difference(self.model),
             "train_seconds": seconds,
             "images_per_second": self.steps_per_epoch * self.recipe.batch_size / seconds,
         }
