@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from specdsl.errors import SpecError
@@ -77,10 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from specdsl.backends import BackendUnavailable
     from specdsl.frontend.loader import load_document
     from specdsl.passes.resolve import resolve
-    from specdsl.training.recipe import with_recipe
+    from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
 
     overrides = recipe_overrides(args)
-    resolve(with_recipe(load_document(args.spec), overrides))  # spec errors before the framework loads
+    ir = resolve(with_recipe(load_document(args.spec), overrides))  # diagnostics before the framework loads
+    check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
     try:
         from specdsl.training.api import TrainOptions, train
     except ImportError as error:

@@ -12,7 +12,6 @@ from typing import Any, Literal
 import torch
 
 from specdsl.errors import SpecError
-from specdsl.frontend.format import render_document
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
@@ -20,9 +19,7 @@ from specdsl.training.data import open_source
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
 from specdsl.training.loop import LoopSettings, Trainer
-from specdsl.training.recipe import with_recipe
-
-SPEC_FILE = "spec.spec"
+from specdsl.training.recipe import SPEC_FILE, check_run_dir, run_spec_text, with_recipe
 
 
 @dataclass(frozen=True)
@@ -61,26 +58,17 @@ class TrainResult:
 
 
 def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: Context) -> None:
-    """A fresh run needs an empty (or --force) directory; a resumed one the same spec and a checkpoint."""
-    saved = run_dir / SPEC_FILE
+    """Check the directory on every rank, then rank 0 clears a forced one and writes the resolved spec."""
+    check_run_dir(run_dir, spec_text, resume=options.resume, force=options.force)
     if options.resume:
-        if not (run_dir / "checkpoint" / "state.json").exists():
-            raise SpecError("nothing to resume: no checkpoint in this run directory", path=str(run_dir))
-        if saved.read_text() != spec_text:
-            raise SpecError(
-                f"the spec or recipe differs from the run being resumed (see {saved}); resume with the same ones",
-                path=str(run_dir),
-            )
         return
-    if run_dir.exists() and any(run_dir.iterdir()) and not options.force:
-        raise SpecError("run directory is not empty: --resume continues it, --force restarts", path=str(run_dir))
     ctx.barrier()  # every rank has checked before rank 0 clears anything
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "best.safetensors", "best.json", "plot.png"):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-        saved.write_text(spec_text)
+        (run_dir / SPEC_FILE).write_text(spec_text)
 
 
 def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions | None = None) -> TrainResult:
@@ -91,8 +79,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
     doc = spec.spec if isinstance(spec, ModelIR) else load_document(spec)
     doc = with_recipe(doc, options.recipe)
     ir = resolve(doc)
-    header = ["The spec this run trained (specdsl train): every key spelled out."]
-    spec_text = render_document(ir.spec, header=header)
+    spec_text = run_spec_text(ir)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     if options.deterministic:
