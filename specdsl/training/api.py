@@ -33,7 +33,7 @@ class TrainOptions:
     workers: int = 0  # DataLoader processes decoding images
     amp: Literal["bf16", "fp16"] | None = None
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # True: inductor; or a torch.compile backend name
     memory_efficient: bool = False
     threads: int | None = None  # torch intra-op threads per process
     deterministic: bool = False
@@ -131,5 +131,6 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
 def _check_options(options: TrainOptions, ctx: Context) -> None:
     if options.amp == "fp16" and ctx.device.type != "cuda":
         raise SpecError("fp16 autocast needs a CUDA device; use --amp bf16 on CPU", path="--amp")
-    if options.compile and ctx.device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
+    inductor = options.compile is True or options.compile == "inductor"
+    if inductor and ctx.device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
         raise SpecError("torch.compile on CPU needs a C++ compiler (g++)", path="--compile")

@@ -52,7 +52,7 @@ class LoopSettings:
     workers: int = 0
     amp: str | None = None  # "bf16" or "fp16"
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # True: inductor; or a torch.compile backend name
     memory_efficient: bool = False
     eval_every: int = 1
     eval_batch_size: int = 256
@@ -116,7 +116,10 @@ class Trainer:
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.train_module = torch.compile(module) if settings.compile else module
+        if settings.compile:
+            backend = "inductor" if settings.compile is True else settings.compile
+            module = torch.compile(module, backend=backend)
+        self.train_module = module
 
     # ------------------------------------------------------------------------------------------ state
 
