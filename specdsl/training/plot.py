@@ -23,14 +23,19 @@ def plot_run(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     accuracy.plot([r["epoch"] + 1 for r in evaluated], [100 * r["eval_accuracy"] for r in evaluated], color="C2")
     accuracy.set(xlabel="epoch", ylabel="%", title="held-out accuracy (EMA weights)")
     accuracy.grid(alpha=0.3)
-    schedule.step(epochs, [r["image_size"] for r in records], where="mid", color="k", label="image size")
+    sizes = [r["image_size"] for r in records]
+    schedule.step(epochs, sizes, where="mid", color="k", linewidth=2.5, label="image size")
+    schedule.set_ylim(
+        min(sizes) - 0.1 * (max(sizes) - min(sizes) + 1), max(sizes) + 0.1 * (max(sizes) - min(sizes) + 1)
+    )
     schedule.set(xlabel="epoch", ylabel="pixels", title="progressive learning")
     regularisation = schedule.twinx()
     for index, key in enumerate(("randaug", "mixup", "dropout", "drop_path")):
         scale = 0.1 if key == "randaug" else 1.0
         label = f"{key} / 10" if key == "randaug" else key
         values = [r[key] * scale for r in records]
-        regularisation.step(epochs, values, where="mid", color=f"C{index}", label=label, alpha=0.8)
+        style = ("--", ":", "-.", (0, (5, 1)))[index]
+        regularisation.step(epochs, values, where="mid", color=f"C{index}", linestyle=style, label=label)
     regularisation.set_ylabel("strength")
     handles = schedule.get_legend_handles_labels()[0] + regularisation.get_legend_handles_labels()[0]
     schedule.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
