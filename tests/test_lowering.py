@@ -40,7 +40,7 @@ def test_lowering_counts_the_published_network(name: str) -> None:
     net = check(lower(ir))  # fully validated: field types, forward order, unique names, BN folds
     report = specdsl.analyze(ir)
     params, macs = sum(op_params(op) for op in net.ops), sum(op_macs(op) for op in net.ops)
-    assert params == report.params == PARAMS[name]
+    assert params == report.params == PARAMS.get(name, report.params)  # unpublished specs: no published count
     assert macs == report.macs
     if name in MACS:
         assert abs(macs - MACS[name]) / MACS[name] < 5e-4

@@ -9,12 +9,12 @@ import pytest
 import specdsl
 from specdsl.training.schedule import schedule_of
 from tests.conftest import SPECS, run_cli
-from tests.published import BLOCKS, MACS, PARAMS, V1_TABLE, V1_TPU, V2_AUTOML, V2_TABLE
+from tests.published import BLOCKS, MACS, PARAMS, UNPUBLISHED, V1_TABLE, V1_TPU, V2_AUTOML, V2_TABLE
 
 
 def test_every_variant_ships() -> None:
     shipped = {path.stem for path in SPECS.glob("*.spec")}
-    assert shipped == set(PARAMS)
+    assert shipped - UNPUBLISHED == set(PARAMS)
 
 
 @pytest.mark.parametrize("variant", sorted(PARAMS))
@@ -71,7 +71,7 @@ def test_shipped_block_strings_are_the_published_ones() -> None:
 def test_check_passes_on_all_specs() -> None:
     result = run_cli("check", *sorted(str(p) for p in SPECS.glob("*.spec")))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("ok ") == len(PARAMS)
+    assert result.stdout.count("ok ") == len(PARAMS) + len(UNPUBLISHED)
 
 
 @pytest.mark.parametrize("variant", ["b0", "v2_l"])
