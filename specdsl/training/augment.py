@@ -37,7 +37,6 @@ and Contrast blends with the mean grey level as PIL does (automl's code uses pix
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -215,8 +214,3 @@ def mixup(
     w = torch.from_numpy(np.maximum(weight, 1.0 - weight)).to(x.device, x.dtype)
     images = x * w.reshape(-1, 1, 1, 1) + x.flip(0) * (1.0 - w.reshape(-1, 1, 1, 1))
     return images, targets * w[:, None] + targets.flip(0) * (1.0 - w[:, None])
-
-
-def magnitude_to_kornia(level: float) -> float:
-    """kornia RandAugment's m that matches automl's linear ops at ``level`` (valid only where it is < 30)."""
-    return 3.0 * level if math.isfinite(level) else level

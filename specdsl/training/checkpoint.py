@@ -170,8 +170,8 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
     rng = []
     for rank, extra in enumerate(meta["rng"]):
         cuda = [tensors[f"rng.{rank}.cuda.{device}"] for device in range(extra["cuda_devices"])]
-        rng.append(RngState(tensors[f"rng.{rank}.torch"], tensors[f"rng.{rank}.augment"], extra["numpy"],
-                            extra["python"], cuda))  # fmt: skip
+        torch_cpu, augment = tensors[f"rng.{rank}.torch"], tensors[f"rng.{rank}.augment"]
+        rng.append(RngState(torch_cpu, augment, extra["numpy"], extra["python"], cuda))
     ema_path = directory / "ema.safetensors"
     return Loaded(
         Progress(**meta["progress"]),

@@ -72,7 +72,7 @@ class TensorSplit:
 
 @dataclass(frozen=True)
 class FileSplit:
-    """Image files decoded on demand with PIL."""
+    """Image files decoded on demand with PIL, to greyscale (1 channel) or RGB (3)."""
 
     paths: Sequence[Path]
     labels: Sequence[int]
@@ -86,8 +86,7 @@ class FileSplit:
 
         with Image.open(self.paths[index]) as opened:
             array = np.asarray(opened.convert("L" if self.channels == 1 else "RGB"))
-        pixels = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
-        return pixels.expand(self.channels, -1, -1) if pixels.shape[0] == 1 else pixels
+        return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
 
 
 def digits(channels: int, seed: int = 0) -> Source:
@@ -113,6 +112,8 @@ def digits(channels: int, seed: int = 0) -> Source:
 
 def image_folder(root: Path, channels: int) -> Source:
     """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted."""
+    if channels not in (1, 3):
+        raise SpecError(f"image files decode to 1 or 3 channels; the network takes {channels}", path=str(root))
     splits = {}
     classes: tuple[str, ...] = ()
     for split in ("train", "val"):

@@ -106,16 +106,19 @@ class Trainer:
             synchronize_batch_norm(self.model, ctx.device)
         self.optimizer = build_optimizer(self.model, self.net, recipe)
         self.ema = WeightAverage(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-        self.eval_model = build(ir, seed=settings.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
+        self.eval_model = None  # rank 0 evaluates
+        if ctx.is_main:
+            self.eval_model = build(ir, seed=settings.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
         self.augment = torch.Generator().manual_seed(seed_of(settings.seed, ctx.rank, "augment"))
         seed_process(seed_of(settings.seed, ctx.rank, "process"))  # dropout masks; resume restores the states
         self.scaler = torch.amp.GradScaler(ctx.device.type) if settings.amp == "fp16" else None
         self.progress = checkpoint.Progress()
 
         module: nn.Module = self.model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            module = self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         if settings.compile:
             backend = "inductor" if settings.compile is True else settings.compile
             module = torch.compile(module, backend=backend)
@@ -199,10 +202,8 @@ class Trainer:
         total = 0.0
         for index, (x, targets) in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext()
-            if not last and isinstance(self.model_for_sync, nn.parallel.DistributedDataParallel):
-                sync = self.model_for_sync.no_sync()
-            with sync:
+            # DDP all-reduces gradients on the last micro-batch only.
+            with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():
                 with self._autocast():
                     logits = self.train_module(x)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.recipe.label_smoothing)
@@ -219,11 +220,6 @@ class Trainer:
             self.ema.update(self.model)
         self.progress.step += 1
         return total / len(micro_batches)
-
-    @property
-    def model_for_sync(self) -> nn.Module:
-        module = self.train_module
-        return getattr(module, "_orig_mod", module)
 
     # ------------------------------------------------------------------------------------------ epochs
 
@@ -310,6 +306,6 @@ class Trainer:
     def _write_best(self, epoch: int, result: EvalResult) -> None:
         self.progress.best_accuracy, self.progress.best_epoch = result.accuracy, epoch
         publish_permissions(canonical.save(self.eval_model, self.run_dir / "best.safetensors", ir=self.ir))
-        summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss,
-                   "predictions": result.predictions.tolist()}  # fmt: skip
+        summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss}
+        summary["predictions"] = result.predictions.tolist()
         (self.run_dir / "best.json").write_text(json.dumps(summary) + "\n")
