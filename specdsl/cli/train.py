@@ -50,9 +50,8 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images (default: 0)")
     run.add_argument("--amp", choices=["bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
     run.add_argument("--channels-last", action="store_true", help="NHWC weights and activations")
-    run.add_argument(
-        "--compile", nargs="?", const="inductor", default=False, metavar="BACKEND", help="torch.compile (inductor)"
-    )
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor)")
     run.add_argument("--memory-efficient", action="store_true", help="recompute block activations in backward")
     run.add_argument("--threads", type=int, help="torch threads per process")
     run.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
@@ -97,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         amp=args.amp,
         channels_last=args.channels_last,
-        compile=args.compile,
+        compile=args.compile_backend if args.compile else False,
         memory_efficient=args.memory_efficient,
         threads=args.threads,
         deterministic=args.deterministic,

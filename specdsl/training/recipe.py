@@ -28,8 +28,8 @@ def with_recipe(doc: SpecDocument, overrides: Mapping[str, Any]) -> SpecDocument
         recipe = TrainingRecipe.model_validate({**doc.training.model_dump(), **overrides})
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "training"
-        raise SpecError(f"training.{where}: {first['msg']}", path="--set") from None
+        where = ".".join(["training", *(str(part) for part in first["loc"])])
+        raise SpecError(f"{where}: {first['msg'].removeprefix('Value error, ')}", path="--set") from None
     return doc.model_copy(update={"training": recipe})
 
 

@@ -12,7 +12,7 @@ import pytest
 import specdsl
 from tests.conftest import SPECS, run_cli
 
-COMMANDS = ["check", "info", "scale", "fmt", "schema", "build"]
+COMMANDS = ["check", "info", "scale", "fmt", "schema", "build", "train"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
