@@ -1,9 +1,9 @@
 """Training on the PyTorch backend: EfficientNetV2 progressive learning from a spec's ``training`` recipe.
 
-``specdsl train`` and `train` run it on one process or, under ``torchrun``, on many. Only `schedule`
-(the progressive-learning plan, also printed by ``specdsl info --schedule``) is framework-free; every
-other module needs the ``train`` extra. Names load lazily, so importing `specdsl.training.schedule`
-never imports torch.
+``specdsl train`` and `train` run it on one process or, under ``torchrun``, on many. `schedule` (the
+progressive-learning plan, also printed by ``specdsl info --schedule``) and `recipe` (overrides, run
+directory checks) are framework-free; every other module needs the ``train`` extra. Names load lazily, so importing `specdsl.training.schedule`
+never imports torch. Checking another backend's accuracy: `specdsl.training.evaluate`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["TrainOptions", "TrainResult", "evaluate", "progressive_schedule", "schedule_of", "train"]
+__all__ = ["TrainOptions", "TrainResult", "progressive_schedule", "schedule_of", "train"]
 
 _LAZY = {
     "progressive_schedule": "specdsl.training.schedule",
@@ -19,12 +19,10 @@ _LAZY = {
     "train": "specdsl.training.api",
     "TrainOptions": "specdsl.training.api",
     "TrainResult": "specdsl.training.api",
-    "evaluate": "specdsl.training.evaluate",
 }
 
 if TYPE_CHECKING:
     from specdsl.training.api import TrainOptions, TrainResult, train
-    from specdsl.training.evaluate import evaluate
     from specdsl.training.schedule import progressive_schedule, schedule_of
 
 

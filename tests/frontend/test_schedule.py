@@ -7,6 +7,8 @@ The expected values are computed here independently: numpy's linspace and google
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +166,14 @@ def test_learning_rate_is_automls_warmup_then_decay() -> None:
     cosine = LearningRate.of(recipe.model_copy(update={"lr_decay": "cosine"}), steps_per_epoch=100, batch_size=512)
     assert cosine(500) == pytest.approx(0.5 * peak * (1 + math.cos(math.pi * 0.5)), rel=1e-15)
     assert cosine(1000) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_the_schedule_needs_no_framework() -> None:
+    """``specdsl info --schedule`` stays as cheap as the rest of the front end."""
+    code = (
+        "import sys; import specdsl.training.schedule, specdsl.training.recipe; "
+        "print([m for m in ('torch', 'kornia', 'sklearn', 'matplotlib') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SPECS.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
