@@ -2,8 +2,9 @@
 
 ``specdsl train`` and `train` run it on one process or, under ``torchrun``, on many. `schedule` (the
 progressive-learning plan, also printed by ``specdsl info --schedule``) and `recipe` (overrides, run
-directory checks) are framework-free; every other module needs the ``train`` extra. Names load lazily, so importing `specdsl.training.schedule`
-never imports torch. Checking another backend's accuracy: `specdsl.training.evaluate`.
+directory checks) are framework-free; every other module needs the ``train`` extra. Names load lazily,
+so importing `specdsl.training.schedule` never imports torch. Checking another backend's accuracy:
+`specdsl.training.evaluate`.
 """
 
 from __future__ import annotations
