@@ -91,8 +91,14 @@ def build(
     deploy: bool = False,
     **options: Any,
 ) -> Any:
-    """Build a framework model. `weights`: a safetensors path or a name -> tensor mapping."""
+    """Build a framework model. `weights`: a safetensors path or a name -> tensor mapping.
+
+    `deploy` and `options` go to the backend's ``build`` only when set: a backend refuses an option it
+    does not have (the ONNX backend has no ``deploy``; its models are inference graphs already).
+    """
     from specdsl.backends import load_backend
 
     ir = spec_or_ir if isinstance(spec_or_ir, ModelIR) else load(spec_or_ir)
-    return load_backend(backend).build(ir, weights=weights, seed=seed, deploy=deploy, **options)
+    if deploy:
+        options = {"deploy": True, **options}
+    return load_backend(backend).build(ir, weights=weights, seed=seed, **options)

@@ -185,14 +185,36 @@ def _read_weights(path: str, ir: ModelIR) -> object:
         raise SpecError(f"not a readable safetensors file ({error})", path=path) from None
 
 
+def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, object]:
+    """The backend options the user gave (a flag left at its default is not passed); one the backend does not
+    have is a diagnostic, before any work."""
+    from specdsl.backends import unsupported_options
+
+    given = {
+        "deploy": args.deploy,
+        "export": args.export,
+        "dtype": args.dtype,
+        "dynamic_size": args.dynamic_size,
+        "opset": args.opset,
+        "keep_bn": args.keep_bn,
+    }
+    options = {name: value for name, value in given.items() if value is not None and value is not False}
+    unsupported = unsupported_options(backend, options)
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise SpecError(f"the {args.backend} backend has no option {flags}")
+    return options
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
+    options = _backend_options(args, backend)
     ir = api.load(args.spec)
     out_dir = Path(args.output or f"build/{ir.name}")
     weights = _read_weights(args.weights, ir) if args.weights else None
-    options = {"weights": weights, "seed": args.seed, "deploy": args.deploy, "export": args.export}
+    options = {"weights": weights, "seed": args.seed, **options}
     report = api.analyze(ir)
     print(f"building {ir.name} ({report.params:,} params) for {args.backend} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()

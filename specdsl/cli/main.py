@@ -21,6 +21,7 @@ _EPILOG = """examples:
   specdsl info specs/v2_s.spec
   specdsl scale specs/b0.spec --phi 3 -o my_b3.spec
   specdsl build specs/b0.spec --backend torch -o build/b0
+  specdsl build specs/b0.spec --backend onnx -o build/b0-onnx --weights b0.safetensors
 """
 
 
@@ -101,13 +102,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Translate a spec for a backend and write the model files (atomically).",
     )
     build.add_argument("spec", metavar="SPEC")
-    build.add_argument("--backend", required=True, help="torch (keras and onnx are planned)")
+    build.add_argument("--backend", required=True, help="torch or onnx (keras is planned)")
     build.add_argument("-o", "--output", help="output directory (default: build/<name>)")
     build.add_argument("--weights", help="canonical safetensors weights to load (default: seeded random init)")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     build.add_argument("--deploy", action="store_true", help="fold batch norm into convolutions")
     build.add_argument("--export", choices=["pt2"], help="also write a torch.export program")
     build.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    onnx = build.add_argument_group("onnx backend")
+    onnx.add_argument(
+        "--dtype", choices=["float32", "float16"], help="float16: weights and arithmetic, float32 input/output"
+    )
+    onnx.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
+    onnx.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}", help="ONNX opset (default: 18)")
+    onnx.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes (default: folded)")
     build.set_defaults(run=commands.cmd_build)
     return parser
 

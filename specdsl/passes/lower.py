@@ -18,6 +18,8 @@ owns ``stages.1.0.expand.conv.weight``. This module imports no framework.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,6 +195,12 @@ class LoweredNetwork:
     def to_json(self) -> dict[str, Any]:
         """The JSON form: plain dicts and lists, one dict per op with its kind under ``"op"``."""
         return _adapter().dump_python(self, mode="json")
+
+    def sha256(self) -> str:
+        """SHA-256 of the JSON form with sorted keys and no spaces: identifies this exact network (every op,
+        name and number) in the metadata of emitted files."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str | bytes) -> LoweredNetwork:
