@@ -116,7 +116,8 @@ def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
             suffix = name.rsplit(".", 1)[1]
             if isinstance(op, Conv) and suffix == "weight":
                 fan_out = op.kernel * op.kernel * op.out_channels // op.groups
-                state[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_out))
+                state[name] = rng.standard_normal(shape, dtype=np.float32)
+                state[name] *= np.float32(math.sqrt(2.0 / fan_out))
             elif isinstance(op, Linear) and suffix == "weight":
                 bound = 1.0 / math.sqrt(op.out_features)
                 state[name] = rng.uniform(-bound, bound, shape).astype(np.float32)

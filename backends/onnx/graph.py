@@ -65,11 +65,9 @@ class _Emitter:
             name=INPUT, type=onnx_ir.TensorType(FLOAT), shape=onnx_ir.Shape([BATCH, net.input_shape[0], *spatial])
         )
         self.values: dict[str, onnx_ir.Value] = {INPUT: image}
-        #: conv name -> the BN folded into it
+        #: the convs a BN is folded into
         self.folded = {
-            op.folds_into: op
-            for op in net.ops
-            if isinstance(op, BatchNorm) and op.folds_into is not None and not options.keep_bn
+            op.folds_into for op in net.ops if isinstance(op, BatchNorm) and op.folds_into and not options.keep_bn
         }
 
     def input(self, op: Op, index: int = 0) -> onnx_ir.Value:

@@ -17,7 +17,7 @@ from specdsl.passes.lower import LoweredNetwork, Shape, lower
 from .graph import GraphOptions, TensorSource, to_graph
 
 DEFAULT_OPSET = 18
-OPSETS = range(17, 22)  # HardSwish needs 14; 17 has every op emitted here in its current form; 21 is the newest tested
+OPSETS = range(17, 22)  # all tested; every emitted op exists since opset 14 (HardSwish), TensorRT documents <= 20
 DTYPES = ("float32", "float16")
 
 Weights = str | Path | Mapping[str, Any] | None

@@ -24,6 +24,7 @@ from specdsl.backends.onnx import OPSETS, build
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import lower
 from tests.calibrated import images, random_weights
+from tests.conftest import TINY_SPEC
 from tests.strategies import network, spec_text
 
 from .helpers import load_ir, logits
@@ -91,6 +92,15 @@ def test_dynamic_size_matches_the_oracle_at_another_resolution() -> None:
     x = images(2, 181, seed=70)
     expected = reference.run(lower(at_resolution(ir, 181)), state, x)
     assert_close(logits(build(ir, weights=state, dynamic_size=True), x), expected)
+
+
+def test_dynamic_size_runs_in_a_second_runtime() -> None:
+    """onnx's reference evaluator also gives auto_pad=SAME_UPPER TensorFlow SAME's meaning (odd size, stride 2)."""
+    ir = specdsl.loads(TINY_SPEC)
+    state = random_weights(ir, seed=80)
+    x = images(2, 47, seed=81)
+    actual = ReferenceEvaluator(onnx_ir.to_proto(build(ir, weights=state, dynamic_size=True))).run(None, {"input": x})
+    assert_close(actual[0], reference.run(lower(at_resolution(ir, 47)), state, x))
 
 
 @pytest.mark.parametrize("name", CASES)
