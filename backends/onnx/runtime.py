@@ -20,7 +20,8 @@ LEVELS = {
 def session(
     model: onnx_ir.Model | str | Path, *, threads: int | None = None, level: str = "all"
 ) -> onnxruntime.InferenceSession:
-    """A CPU InferenceSession for an in-memory model or a file (files may have external data).
+    """A CPU InferenceSession for an in-memory model or a file (files may have external data; an in-memory
+    model is serialised, which protobuf limits to 2 GB: open large models from their files).
 
     ``threads``: intra-op threads (onnxruntime's default is one per core; say it explicitly on a
     shared machine); ``level``: a key of `LEVELS`.
