@@ -233,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_onnx.md")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="specdsl-onnx-bench-") as tmp:
+        text = report(args, Path(tmp), argv)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+def report(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> str:
+    """Build every configuration under ``tmp``, time them and return the markdown report."""
     warmup, reps = (1, 3) if args.quick else (3, 30)
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
@@ -247,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     state = import_weights(reference, ir)
     eager = specdsl.build(ir, weights=state).eval()
     fused = specdsl.build(ir, weights=state, deploy=True)
-    tmp = Path(tempfile.mkdtemp(prefix="specdsl-onnx-bench-"))
     (tmp / "static").mkdir()
     (tmp / "dynamic").mkdir()
     (ours,) = emit(ir, tmp / "static", weights=state)
@@ -377,10 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Total benchmark time: {time.perf_counter() - started:.0f} s.",
         "",
     ]
-    text = "\n".join(lines).replace("{end_load}", f"{os.getloadavg()[0]:.2f}")
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return "\n".join(lines).replace("{end_load}", f"{os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
