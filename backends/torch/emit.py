@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import keyword
 import re
 from pathlib import Path
 
@@ -16,19 +15,12 @@ import torch
 
 from specdsl.ir import ModelIR
 
+from ..naming import module_name
 from . import layers
 from .model import build, network_json
 
 EXPORTS = ("pt2",)
 _LINE = 120  # the line length the emitted file keeps to (ruff's, as configured for specdsl)
-
-
-def module_name(name: str) -> str:
-    """A file/module name for ``name``: lowercase, [a-z0-9_], not starting with a digit, not a keyword."""
-    out = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower() or "model"
-    if out[0].isdigit():
-        out = f"model_{out}"
-    return f"{out}_" if keyword.iskeyword(out) else out
 
 
 def class_name(name: str) -> str:

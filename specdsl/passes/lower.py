@@ -75,6 +75,11 @@ class Conv(_Op):
     def weight_shape(self) -> Shape:
         return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
 
+    @property
+    def depthwise(self) -> bool:
+        """One filter per channel (groups == in == out > 1): frameworks give this conv its own layer and layout."""
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
     def tensors(self) -> dict[str, Shape]:
         out = {f"{self.name}.weight": self.weight_shape}
         if self.bias:
