@@ -2,8 +2,9 @@
 
 Installed as ``specdsl.backends``. A backend is a module with::
 
-    build(ir, *, weights=None, seed=0, deploy=False) -> framework model
-    emit(ir, out_dir, *, weights=None, seed=0, deploy=False, export=None) -> list[Path]
+    build(ir, *, weights=None, seed=0, deploy=False, **options) -> framework model
+    emit(ir, out_dir, *, weights=None, seed=0, deploy=False, export=None, **options) -> list[Path]
+    EXPORTS: tuple[str, ...]  # what ``export=`` accepts
 
 Backends load lazily: importing specdsl never imports a framework, and asking
 for a backend whose framework is missing names the extra to install.
@@ -30,10 +31,10 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {
     "torch": _Entry("specdsl.backends.torch", ("torch", "safetensors"), "torch"),
+    "keras": _Entry("specdsl.backends.keras", ("keras", "safetensors"), "keras"),
 }
 #: Backends that are planned but not implemented yet, with what is missing.
 _PLANNED: dict[str, str] = {
-    "keras": "the Keras backend is not implemented yet",
     "onnx": "the ONNX backend is not implemented yet",
 }
 

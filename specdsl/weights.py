@@ -59,9 +59,14 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def state_of(model_or_state: Any) -> dict[str, np.ndarray]:
-    """Canonical numpy tensors from a name -> tensor mapping or a model whose ``state_dict()`` is canonical."""
+    """Canonical numpy tensors from a name -> tensor mapping, a Keras model built by specdsl, or a model whose
+    ``state_dict()`` is canonical."""
     if isinstance(model_or_state, Mapping):
         state = model_or_state
+    elif type(model_or_state).__module__.startswith("keras."):  # recognised without importing keras
+        from specdsl.backends import load_backend
+
+        return load_backend("keras").state_of(model_or_state)
     elif hasattr(model_or_state, "state_dict"):
         if getattr(model_or_state, "fused", False):
             raise WeightsError(
@@ -98,3 +103,14 @@ def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
     state = load_file(str(path))
     validate(state, ir, source=f"weights in {path}")
     return state
+
+
+def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[str, np.ndarray] | None:
+    """What a backend's ``weights=`` argument holds, checked against ``ir``: a canonical safetensors path or a
+    name -> tensor mapping (numpy arrays or framework tensors), as numpy; None stays None (random init)."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | Path):
+        return load(weights, ir)
+    validate(weights, ir)
+    return state_of(weights)
