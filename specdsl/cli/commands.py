@@ -189,6 +189,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
+    exports = getattr(backend, "EXPORTS", ())
+    if args.export is not None and args.export not in exports:
+        raise SpecError(f"backend '{args.backend}' cannot export {args.export!r}; it exports: {', '.join(exports)}")
     ir = api.load(args.spec)
     out_dir = Path(args.output or f"build/{ir.name}")
     weights = _read_weights(args.weights, ir) if args.weights else None

@@ -101,12 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Translate a spec for a backend and write the model files (atomically).",
     )
     build.add_argument("spec", metavar="SPEC")
-    build.add_argument("--backend", required=True, help="torch (keras and onnx are planned)")
+    build.add_argument("--backend", required=True, help="torch or keras (onnx is planned)")
     build.add_argument("-o", "--output", help="output directory (default: build/<name>)")
     build.add_argument("--weights", help="canonical safetensors weights to load (default: seeded random init)")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     build.add_argument("--deploy", action="store_true", help="fold batch norm into convolutions")
-    build.add_argument("--export", choices=["pt2"], help="also write a torch.export program")
+    build.add_argument("--export", help="also export: pt2 (torch: a torch.export program), saved_model (keras)")
     build.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     build.set_defaults(run=commands.cmd_build)
     return parser
