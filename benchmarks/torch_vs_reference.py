@@ -25,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import timing  # benchmarks/timing.py: this folder is sys.path[0] when run as a script
 import torch
-from frontend import cpu_name  # benchmarks/frontend.py: this folder is sys.path[0] when run as a script
+from frontend import cpu_name
+from timing import Row
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,28 +59,6 @@ class Settings:
 
 FULL = Settings(warmup=3, infer_reps=30, train_reps=12, memory_reps=3, memory_steps=3)
 QUICK = Settings(warmup=1, infer_reps=3, train_reps=1, memory_reps=1, memory_steps=2)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table; ``goal`` is the largest acceptable ratio, None for information only."""
-
-    label: str
-    unit: str
-    reference: float
-    ours: float
-    goal: float | None
-    min_ratio: float | None = None  # specdsl's fastest run / the reference's fastest (timings only)
-
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.reference
-
-    @property
-    def met(self) -> str:
-        if self.goal is None:
-            return "(info)"
-        return "yes" if self.ratio <= self.goal else "**no**"
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -134,26 +114,8 @@ def logged(row: Row) -> Row:
 def timed_row(
     label: str, goal: float | None, reference: Callable[[], object], ours: Callable[[], object], warmup: int, reps: int
 ) -> Row:
-    """Median milliseconds of each callable, alternating them (and which goes first) every repetition.
-
-    The ratio of the fastest runs rides along: interference from other processes only ever adds
-    time, so where it and the median ratio agree, the median ratio is not an artefact of load.
-    """
-    for _ in range(warmup):
-        reference()
-        ours()
-    times: dict[str, list[float]] = {"reference": [], "ours": []}
-    for rep in range(reps):
-        order = [("reference", reference), ("ours", ours)]
-        if rep % 2:
-            order.reverse()
-        for name, fn in order:
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    ref, ours_ = times["reference"], times["ours"]
-    row = Row(label, "ms", 1e3 * statistics.median(ref), 1e3 * statistics.median(ours_), goal, min(ours_) / min(ref))
-    return logged(row)
+    """`timing.timed_row` with this run's clock, logged."""
+    return logged(timing.timed_row(label, goal, reference, ours, warmup, reps, clock))
 
 
 def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -334,17 +296,8 @@ def report(
         f"before them (model, optimizer and batch already built), read as {memory_method}; children run with "
         "`MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave RSS at once and the peak tracks live memory",
         "",
-        "| measurement | unit | reference | specdsl | ratio | ratio of minima | goal | met |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: |",
+        *timing.table(rows),
     ]
-    for row in rows:
-        goal = f"<= {row.goal:.2f}x" if row.goal is not None else "-"
-        minima = f"{row.min_ratio:.3f}x" if row.min_ratio is not None else "-"
-        values = f"{row.reference:.1f} | {row.ours:.1f} | {row.ratio:.3f}x | {minima}"
-        lines.append(f"| {row.label} | {row.unit} | {values} | {goal} | {row.met} |")
-    goals = [row for row in rows if row.goal is not None]
-    met = sum(row.ratio <= row.goal for row in goals if row.goal is not None)
-    lines += ["", f"Goals met: {met} of {len(goals)}.", ""]
     return "\n".join(lines)
 
 

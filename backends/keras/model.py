@@ -51,14 +51,16 @@ ACTIVATIONS = {
 
 
 def _conv(op: Conv, inputs: list[Any], seed: int) -> Any:
-    """Explicit zero padding (the lowering's pads, exactly), then a ``valid`` conv: the same numbers under either
-    padding rule and on every Keras backend. Init as keras.applications: N(0, sqrt(2 / fan_out))."""
+    """The lowering's pads exactly, on every Keras backend and under either padding rule: explicit zero padding,
+    then a ``valid`` conv; where the lowering says the pads are stride-1 "same" (`Conv.same_size`), the conv pads
+    itself (bit-identical, and no padded copy of the activation). Init as keras.applications: N(0, sqrt(2/fan_out))."""
     x = inputs[0]
     top, bottom, left, right = op.pads
-    if any(op.pads):
+    padding = "same" if op.same_size else "valid"
+    if any(op.pads) and padding == "valid":
         x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"{layer_name(op.name)}_pad")(x)
     init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
-    common = {"kernel_size": op.kernel, "strides": op.stride, "padding": "valid", "use_bias": op.bias}
+    common = {"kernel_size": op.kernel, "strides": op.stride, "padding": padding, "use_bias": op.bias}
     if op.depthwise:
         layer = keras.layers.DepthwiseConv2D(depthwise_initializer=init, name=layer_name(op.name), **common)
     else:

@@ -76,6 +76,14 @@ class Conv(_Op):
         return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
 
     @property
+    def same_size(self) -> bool:
+        """Stride 1 with pads that keep the size, an even kernel's extra pixel after: what "same" padding means at
+        stride 1 in TensorFlow, Keras and PyTorch alike, so a backend may let the conv pad itself (padding modes
+        differ only where the stride is 2)."""
+        before, after = (self.kernel - 1) // 2, self.kernel // 2
+        return self.stride == 1 and self.pads == (before, after, before, after)
+
+    @property
     def depthwise(self) -> bool:
         """One filter per channel (groups == in == out > 1): frameworks give this conv its own layer and layout."""
         return self.groups > 1 and self.groups == self.in_channels == self.out_channels

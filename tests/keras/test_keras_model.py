@@ -39,6 +39,7 @@ def test_each_op_is_one_layer_with_its_lowered_fields(name: str) -> None:
     ops = {layer_name(op.name): op for op in net.ops}
     assert [op_name(layer) for layer in ops] == [op.name for op in net.ops]  # the mapping is reversible
     assert len(ops) == len(net.ops)
+    pads = {layer.name: layer.padding for layer in model.layers if isinstance(layer, keras.layers.ZeroPadding2D)}
     for layer in model.layers:
         if isinstance(layer, NOT_OPS):
             assert layer.name not in ops
@@ -49,11 +50,15 @@ def test_each_op_is_one_layer_with_its_lowered_fields(name: str) -> None:
             case "conv":
                 assert isinstance(layer, keras.layers.DepthwiseConv2D if op.depthwise else keras.layers.Conv2D)
                 assert layer.kernel_size == (op.kernel,) * 2 and layer.strides == (op.stride,) * 2
-                assert layer.padding == "valid" and layer.use_bias == op.bias
+                assert layer.use_bias == op.bias
                 if not op.depthwise:
                     assert (layer.filters, layer.groups) == (op.out_channels, op.groups)
-                pad = model.get_layer(f"{layer.name}_pad").padding if any(op.pads) else ((0, 0), (0, 0))
-                assert pad == ((op.pads[0], op.pads[1]), (op.pads[2], op.pads[3]))
+                if layer.padding == "same":  # the lowering's pads are stride-1 "same" pads
+                    assert op.same_size and f"{layer.name}_pad" not in pads
+                else:
+                    assert layer.padding == "valid"
+                    pad = pads.pop(f"{layer.name}_pad") if any(op.pads) else ((0, 0), (0, 0))
+                    assert pad == ((op.pads[0], op.pads[1]), (op.pads[2], op.pads[3]))
             case "batch_norm":  # Keras weighs the running value by momentum, PyTorch (the lowering) the batch value
                 assert (layer.momentum, layer.epsilon) == (pytest.approx(1 - op.momentum), op.eps)
             case "activation":
@@ -66,7 +71,8 @@ def test_each_op_is_one_layer_with_its_lowered_fields(name: str) -> None:
                 assert layer.rate == op.rate
             case "linear":
                 assert (layer.units, layer.use_bias) == (op.out_features, op.bias)
-    assert not ops  # every op has its layer
+    assert not ops and not pads  # every op has its layer, every padding layer its conv
+    assert any(layer.padding == "same" for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D))
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == PARAMS[name]
 
 
