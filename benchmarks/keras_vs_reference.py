@@ -30,8 +30,6 @@ from timing import Row
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {"b0": "EfficientNetB0", "v2_s": "EfficientNetV2S"}
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK_NOTES = {"wall": "wall clock, `time.perf_counter`", "cpu": "process CPU time (all threads), `time.process_time`"}
 LOAD_AT_START = os.getloadavg()[0]
 STARTED = time.perf_counter()
 
@@ -61,12 +59,6 @@ def pixels(batch: int, size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
 
 
-def logged(row: Row) -> Row:
-    elapsed = time.perf_counter() - STARTED
-    print(f"[{elapsed:4.0f} s] {row.label}: reference {row.reference:.1f}, specdsl {row.ours:.1f} ms", file=sys.stderr)
-    return row
-
-
 def measure_pair(spec: str, reps: int, warmup: int, clock: Callable[[], float]) -> tuple[list[Row], float]:
     """predict_on_batch latency at batch 1 and 8 (plus eager ``model(x)`` at batch 1, for information), and the
     pair's max logit difference relative to the largest logit."""
@@ -81,14 +73,14 @@ def measure_pair(spec: str, reps: int, warmup: int, clock: Callable[[], float]) 
         x = pixels(batch, size, seed=batch)
         label = f"{spec} `predict_on_batch`, batch {batch}"
         calls = (lambda: reference.predict_on_batch(x), lambda: ours.predict_on_batch(x))  # noqa: B023 (used here)
-        rows.append(logged(timing.timed_row(label, 1.0, *calls, warmup, reps, clock)))
+        rows.append(timing.logged(timing.timed_row(label, 1.0, *calls, warmup, reps, clock), STARTED))
     x = pixels(1, size, seed=1)
     label = f"{spec} eager `model(x, training=False)`, batch 1"
     calls = (
         lambda: keras.ops.convert_to_numpy(reference(x, training=False)),
         lambda: keras.ops.convert_to_numpy(ours(x, training=False)),
     )
-    rows.append(logged(timing.timed_row(label, None, *calls, warmup, reps, clock)))
+    rows.append(timing.logged(timing.timed_row(label, None, *calls, warmup, reps, clock), STARTED))
     return rows, gap
 
 
@@ -112,12 +104,10 @@ def report(rows: list[Row], gaps: dict[str, float], reps: dict[str, int], warmup
         "`keras.applications.EfficientNetB0` / `EfficientNetV2S(weights=None, classifier_activation=None)` "
         "(V1's Normalization given the spec's statistics), seeded random init; max |logit difference| / max |logit|: "
         + ", ".join(f"{spec} {gap:.2e}" for spec, gap in gaps.items()),
-        f"- timings ({CLOCK_NOTES[clock]}): median of "
+        f"- timings ({timing.CLOCK_NOTES[clock]}): median of "
         + ", ".join(f"{reps[spec]} ({spec})" for spec in gaps)
-        + f" repetitions after {warmup} warm-up, the two models alternating (order flipped every repetition) in "
-        "one process; both through the same call: `predict_on_batch` (Keras's compiled predict function) or "
-        "eager `model(x, training=False)`; ratio = specdsl median / reference median; ratio of minima = fastest / "
-        "fastest, a check against interference (which only adds time)",
+        + f" repetitions after {warmup} warm-up, {timing.METHOD}; both models through the same call: "
+        "`predict_on_batch` (Keras's compiled predict function) or eager `model(x, training=False)`",
         "",
         *timing.table(rows),
     ]
@@ -130,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="b0 only, few repetitions: a smoke run")
     parser.add_argument("--threads", type=int, help="TensorFlow intra-op threads (default: TensorFlow's choice)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall clock (default) or CPU time")
+    parser.add_argument(
+        "--clock", choices=sorted(timing.CLOCKS), default="wall", help="wall clock (default) or CPU time"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_keras.md", help="markdown file")
     args = parser.parse_args(argv)
     import tensorflow as tf
@@ -145,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows, gaps = [], {}
     for spec in specs:
-        pair_rows, gaps[spec] = measure_pair(spec, reps[spec], warmup, CLOCKS[args.clock])
+        pair_rows, gaps[spec] = measure_pair(spec, reps[spec], warmup, timing.CLOCKS[args.clock])
         rows += pair_rows
     text = report(rows, gaps, reps, warmup, command, args.clock)
     text += f"Total benchmark time: {time.perf_counter() - started:.0f} s.\n"

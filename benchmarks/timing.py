@@ -8,8 +8,20 @@ processes only ever adds time: where the two ratios agree, the median ratio is n
 from __future__ import annotations
 
 import statistics
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+#: What a repetition is timed with: the wall clock, or the process's CPU time (all its threads; with one thread,
+#: the latency on an idle core, immune to other processes time-slicing this one on a shared machine).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK_NOTES = {"wall": "wall clock, `time.perf_counter`", "cpu": "process CPU time, `time.process_time`"}
+#: How `timed_row` measures, for the reports.
+METHOD = (
+    "the two models alternating (order flipped every repetition) in one process; ratio = specdsl median / "
+    "reference median; ratio of minima = fastest / fastest, a check against interference (which only adds time)"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,16 @@ def timed_row(
             times[name].append(clock() - start)
     ref, ours_ = times["reference"], times["ours"]
     return Row(label, "ms", 1e3 * statistics.median(ref), 1e3 * statistics.median(ours_), goal, min(ours_) / min(ref))
+
+
+def logged(row: Row, started: float) -> Row:
+    """Progress on stderr, so a long run shows where it is."""
+    elapsed = time.perf_counter() - started
+    print(
+        f"[{elapsed:4.0f} s] {row.label}: reference {row.reference:.1f}, specdsl {row.ours:.1f} {row.unit}",
+        file=sys.stderr,
+    )
+    return row
 
 
 def table(rows: list[Row]) -> list[str]:

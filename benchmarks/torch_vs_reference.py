@@ -36,10 +36,7 @@ RESOLUTION = 224
 TRAIN_BATCH = 8
 CLASSES = 1000
 STARTED = time.perf_counter()
-# What a repetition is timed with: wall-clock, or the process's CPU time (see --clock).
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK_NOTES = {"wall": "wall clock, `time.perf_counter`", "cpu": "process CPU time, `time.process_time`"}
-clock = CLOCKS["wall"]
+clock = timing.CLOCKS["wall"]
 LOAD_AT_START = os.getloadavg()[0]
 # Memory children: large blocks always go to mmap, so freeing them lowers RSS at once and the
 # high-water mark follows the live tensor bytes instead of glibc's adaptive heap (see measure_memory).
@@ -101,21 +98,11 @@ def labels(batch: int, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def logged(row: Row) -> Row:
-    """Progress on stderr, so a long run shows where it is."""
-    elapsed = time.perf_counter() - STARTED
-    print(
-        f"[{elapsed:4.0f} s] {row.label}: reference {row.reference:.1f}, specdsl {row.ours:.1f} {row.unit}",
-        file=sys.stderr,
-    )
-    return row
-
-
 def timed_row(
     label: str, goal: float | None, reference: Callable[[], object], ours: Callable[[], object], warmup: int, reps: int
 ) -> Row:
     """`timing.timed_row` with this run's clock, logged."""
-    return logged(timing.timed_row(label, goal, reference, ours, warmup, reps, clock))
+    return timing.logged(timing.timed_row(label, goal, reference, ours, warmup, reps, clock), STARTED)
 
 
 def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -282,13 +269,11 @@ def report(
         f"- {RESOLUTION} px, float32, fixed seeds; reference = `EfficientNet.from_name('efficientnet-b0')` with "
         "`set_swish(memory_efficient=False)`; specdsl = `specs/b0.spec` with the reference's weights imported "
         f"(max |logit difference|: eager {checks['eager']:.2e}, fused {checks['fused']:.2e})",
-        f"- timings ({CLOCK_NOTES[clock_name]}): median of {settings.infer_reps} inference / "
+        f"- timings ({timing.CLOCK_NOTES[clock_name]}): median of {settings.infer_reps} inference / "
         f"{settings.train_reps} train repetitions after "
-        f"{settings.warmup} warm-up, the two models alternating (order flipped every repetition) in one process; "
-        "inference under `torch.inference_mode()` in eval mode; a train step is zero_grad + forward + "
-        "cross-entropy + backward + SGD(momentum 0.9) step in train mode (dropout and drop-path active); "
-        "ratio = specdsl median / reference median; ratio of minima = fastest / fastest, a check against "
-        "interference (which only adds time)",
+        f"{settings.warmup} warm-up, {timing.METHOD}; inference under `torch.inference_mode()` in eval mode; a "
+        "train step is zero_grad + forward + cross-entropy + backward + SGD(momentum 0.9) step in train mode "
+        "(dropout and drop-path active)",
         "- deployed = specdsl `model.fuse()` (BN folded into the convs, weights channels_last, inputs NCHW); the "
         "reference has no fused mode, so it runs eager",
         f"- peak train memory: each configuration in a fresh process (median of {settings.memory_reps}), "
@@ -315,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--clock",
-        choices=sorted(CLOCKS),
+        choices=sorted(timing.CLOCKS),
         default="wall",
         help="time repetitions by wall clock (default) or by this process's CPU time; with --threads 1, CPU time "
         "is the latency on an idle core and is immune to other processes time-slicing this one (shared machines)",
@@ -330,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     global clock
-    clock = CLOCKS[args.clock]
+    clock = timing.CLOCKS[args.clock]
 
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.memory_steps)))
