@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 
+from specdsl.backends import BackendUnavailable
 from specdsl.ir import ModelIR
 
 from ..naming import module_name
@@ -29,8 +30,6 @@ def emit(
     The ``.keras`` file holds only stock Keras layers: ``keras.models.load_model(path, safe_mode=True)`` reads it on
     any Keras backend without specdsl. The SavedModel needs Keras's TensorFlow backend.
     """
-    from specdsl.backends import BackendUnavailable
-
     if export is not None and export not in EXPORTS:
         raise ValueError(f"the Keras backend exports {', '.join(EXPORTS)}, not {export!r}")
     if export == "saved_model" and keras.backend.backend() != "tensorflow":

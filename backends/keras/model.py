@@ -15,7 +15,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from specdsl import weights as canonical
 from specdsl.api import at_resolution
+from specdsl.backends import BackendUnavailable
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import (
     INPUT,
@@ -168,9 +170,6 @@ def build(
     (default False, unlike keras.applications: the model then takes what every specdsl backend and the oracle take)
     puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead.
     """
-    from specdsl import weights as canonical
-    from specdsl.backends import BackendUnavailable
-
     if deploy:
         raise BackendUnavailable("the Keras backend has no deploy mode (BN folding); build without it")
     ir = at_resolution(ir, resolution)

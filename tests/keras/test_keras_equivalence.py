@@ -8,10 +8,6 @@ run at reduced resolutions (re-resolved specs: same weights, smaller feature map
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,51 +24,12 @@ from specdsl import reference, weights  # noqa: E402
 from specdsl.backends.keras import build  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 from specdsl.passes.lower import lower  # noqa: E402
-from tests.conftest import ROOT, SPECS  # noqa: E402
+from tests.conftest import SPECS  # noqa: E402
 from tests.strategies import network, spec_text  # noqa: E402
 from tests.torch.helpers import calibrate_batch_norm, reference_init  # noqa: E402
 
+from .conftest import KerasOnTorch  # noqa: E402
 from .helpers import CALIBRATION_BATCH, SIGNAL, TOLERANCE, images, load_ir, logits, max_diff  # noqa: E402
-
-
-class KerasOnTorch:
-    """A running `tests.keras.torch_worker`: Keras models on Keras's PyTorch backend."""
-
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.keras.torch_worker"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-
-    def logits(self, spec: Path, resolution: int | None, weights_path: Path, x: np.ndarray) -> np.ndarray:
-        np.save(self.scratch / "x.npy", x)
-        out = self.scratch / "out.npy"
-        request = {"spec": str(spec), "resolution": resolution, "weights": str(weights_path)}
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({**request, "x": str(self.scratch / "x.npy"), "out": str(out)}) + "\n")
-        self.process.stdin.flush()
-        reply = self.process.stdout.readline().strip()
-        assert reply == "ok torch", reply or "the worker died"
-        return np.load(out).astype(np.float64)
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def keras_on_torch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerasOnTorch]:
-    worker = KerasOnTorch(tmp_path_factory.mktemp("keras_on_torch"))
-    yield worker
-    worker.close()
 
 
 @pytest.fixture(autouse=True)

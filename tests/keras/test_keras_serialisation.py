@@ -38,8 +38,8 @@ def tiny() -> tuple[ModelIR, keras.Model, np.ndarray]:
     return ir, model, x[:2]
 
 
-def test_keras_file_reloads_in_safe_mode_with_the_same_outputs(tiny, tmp_path: Path) -> None:
-    """Stock layers only: no custom objects to register, nothing of specdsl needed to load."""
+def test_keras_file_reloads_in_safe_mode_with_the_same_outputs(tiny, tmp_path: Path, keras_on_torch) -> None:
+    """Stock layers only: no custom objects to register, nothing of specdsl needed to load, on either Keras backend."""
     _, model, x = tiny
     path = tmp_path / "tiny.keras"
     model.save(path)
@@ -48,6 +48,7 @@ def test_keras_file_reloads_in_safe_mode_with_the_same_outputs(tiny, tmp_path: P
     assert np.array_equal(logits(reloaded, x), logits(model, x))
     ours, theirs = state_of(model), state_of(reloaded)
     assert all(np.array_equal(ours[name], theirs[name]) for name in ours)
+    assert max_diff(keras_on_torch.logits_of_file(path, x), logits(model, x)) <= TOLERANCE  # written on TF
 
 
 def test_saved_model_serves_the_same_outputs(tiny, tmp_path: Path) -> None:

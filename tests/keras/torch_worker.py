@@ -2,9 +2,10 @@
 
 Keras picks its backend once per process, so the tests (on the TensorFlow backend) keep one of
 these running and send it requests. Each stdin line is JSON ``{"spec": path, "resolution": int | null,
-"weights": path, "x": path, "out": path}``: build the spec's Keras model with the canonical weights,
-run it on the NHWC ``.npy`` input in inference mode and save the logits to ``out``. The reply is one
-line: ``ok <backend>`` or ``error <message>``.
+"weights": path, "x": path, "out": path}`` (build the spec's Keras model with the canonical weights) or
+``{"keras_file": path, "x": path, "out": path}`` (load a ``.keras`` file in safe mode); the model runs
+on the NHWC ``.npy`` input in inference mode and the logits go to ``out``. The reply is one line:
+``ok <backend>`` or ``error <message>``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ def serve() -> None:
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            model = build(specdsl.load(request["spec"]), weights=request["weights"], resolution=request["resolution"])
+            if "keras_file" in request:
+                model = keras.models.load_model(request["keras_file"], safe_mode=True)
+            else:
+                ir = specdsl.load(request["spec"])
+                model = build(ir, weights=request["weights"], resolution=request["resolution"])
             out = keras.ops.convert_to_numpy(model(np.load(request["x"]), training=False))
             np.save(request["out"], out)
             reply = f"ok {keras.backend.backend()}"
