@@ -89,7 +89,7 @@ class DefaultsSection(_Section):
 class ScalingSection(_Section):
     rule: Literal["compound", "v2"] = Field(
         "compound",
-        description="compound: uniform depth growth; v2: EfficientNetV2 non-uniform growth (`stage_growth`)",
+        description="compound: every stage's depth grows alike; v2: EfficientNetV2 non-uniform `stage_growth`",
     )
     alpha: float = Field(1.2, gt=0.0, le=limits.MAX_MULTIPLIER, description="depth growth per unit phi")
     beta: float = Field(1.1, gt=0.0, le=limits.MAX_MULTIPLIER, description="width growth per unit phi")
@@ -108,7 +108,7 @@ class ScalingSection(_Section):
     )
     stage_growth: list[float] | None = Field(
         None,
-        description="v2: per-stage extra depth growth; scaling by phi multiplies stage i's depth by growth_i^phi",
+        description="v2 only: per-stage depth growth; scaling by phi multiplies stage i's depth by growth_i^phi",
     )
     max_resolution: int | None = Field(
         None, ge=limits.MIN_RESOLUTION, le=limits.MAX_RESOLUTION, description="cap on scaled resolutions (V2: 480)"

@@ -110,7 +110,7 @@ def _macs(doc: SpecDocument) -> int:
     return count_macs(resolve(doc))
 
 
-def _bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
+def bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
     """Bisection on phi (MACs are a non-decreasing step function of it): phis just below and above the target."""
     if not (math.isfinite(target_macs) and target_macs > 0):
         raise _fail(f"target MACs must be a positive number, got {target_macs}")
@@ -144,7 +144,7 @@ def fit_macs(doc: SpecDocument, target_macs: float, *, name: str | None = None) 
     resolutions up to ~12% either side of their own, and the closest wins.
     """
     candidates = []
-    phi, _ = _bracket_phi(doc, target_macs)
+    phi, _ = bracket_phi(doc, target_macs)
     for offset in range(-6, 7):
         try:
             scaled = by_phi(doc, phi + 0.05 * offset, name=name)

@@ -37,6 +37,18 @@ def _stage_repeats(doc: SpecDocument) -> list[int]:
             f"scaling.stage_depth has {len(multipliers)} entries for {len(doc.stages)} stages",
             doc.span("scaling.stage_depth"),
         )
+    if scaling.rule == "compound" and scaling.stage_growth is not None:
+        raise SpecError(
+            "stage_growth is EfficientNetV2's non-uniform growth, but rule = compound grows every stage alike",
+            doc.span("scaling.stage_growth"),
+            hint="set `rule = v2`, or remove stage_growth",
+        )
+    if scaling.rule == "v2" and scaling.stage_growth is None:
+        raise SpecError(
+            "rule = v2 needs stage_growth, one growth factor per stage",
+            doc.span("scaling.rule"),
+            hint="without per-stage growth use `rule = compound` (max_resolution caps either rule)",
+        )
     if scaling.stage_growth is not None and len(scaling.stage_growth) != len(doc.stages):
         raise SpecError(
             f"scaling.stage_growth has {len(scaling.stage_growth)} entries for {len(doc.stages)} stages",

@@ -39,6 +39,8 @@ CASES = {
     "duplicate key": (VALID.replace("stem { channels = 16 }", "stem { channels = 16 channels = 8 }"), 4, "duplicate"),
     "depth bomb": (VALID.replace("r2_k3", "r20_k3") + "scaling { depth = 60 }\n", 7, "after depth scaling"),
     "width bomb": (VALID.replace("o24", "o1024") + "scaling { width = 60 }\n", 7, "limit"),
+    "growth under compound": (VALID + "scaling {\n    stage_growth = [1.0, 1.1]\n}\n", 10, "rule = compound"),
+    "v2 without growth": (VALID + "scaling { rule = v2 }\n", 9, "rule = v2 needs stage_growth"),
 }  # fmt: skip
 
 
