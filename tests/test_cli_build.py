@@ -178,3 +178,10 @@ def test_pt2_export_takes_any_batch(tmp_path: Path) -> None:
             expected = eager(images)
             assert program(images).shape == (batch, 1000)
             assert torch.allclose(program(images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_out_of_range_seed_is_blamed_on_the_flag(tmp_path: Path) -> None:
+    result = run_cli("build", "b0", "--backend", "torch", "-o", str(tmp_path / "b0"), "--seed", str(2**64))
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == f"--seed {2**64}: error: must be between 0 and {2**63 - 1}"
+    assert list(tmp_path.iterdir()) == []

@@ -251,6 +251,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
+    inputs.check_range("--seed", args.seed, 0, 2**63 - 1)
     ir = inputs.load(args.spec, args.root)
     out_dir = Path(args.output or Path("build", _directory_name(ir.name)))
     weights = _read_weights(args.weights, ir) if args.weights else None

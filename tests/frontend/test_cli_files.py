@@ -194,3 +194,15 @@ def test_the_writer_publishes_a_backends_nested_files_all_or_none(tmp_path: Path
     with pytest.raises(RuntimeError, match="a bug"), files.staged_output(tmp_path / "new", force=False):
         raise RuntimeError("a bug")  # not an OS error: passes through, and nothing is left
     assert listing(tmp_path) == before and not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_on_a_full_disk() -> None:
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "specdsl", "list"], stdout=full, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == f"error: {os.strerror(errno.ENOSPC)}"
