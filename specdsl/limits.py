@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 MAX_SPEC_BYTES: Final = 1 << 20  # a spec file larger than 1 MiB is not a spec
+MAX_NUMBER_CHARS: Final = 64  # characters in one number literal (Python refuses ints of more than 4300 digits)
 MAX_EXTENDS_DEPTH: Final = 16
 MAX_STAGES: Final = 64
 MAX_REPEATS: Final = 1024  # per stage, after depth scaling
@@ -31,6 +32,7 @@ MAX_BATCH: Final = 1 << 20
 #: Exposed for `docs/language.md` and `specdsl info --limits`.
 ALL: Final[dict[str, float]] = {
     "spec file bytes": MAX_SPEC_BYTES,
+    "characters in a number literal": MAX_NUMBER_CHARS,
     "extends depth": MAX_EXTENDS_DEPTH,
     "stages": MAX_STAGES,
     "repeats per stage (after scaling)": MAX_REPEATS,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from specdsl import limits
 from specdsl.errors import SourceSpan
@@ -198,6 +198,15 @@ class SpecDocument(_Section):
     spans: dict[str, SourceSpan] = Field(
         default_factory=dict, description="where each key and stage line was written (for diagnostics)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        """The name ends up in emitted code, docstrings and file names, and in specs `scale` writes."""
+        bad = next((char for char in name if not char.isprintable() or char in '"\\'), None)
+        if bad is not None:
+            raise ValueError(f"must be printable text without quotes or backslashes (found {bad!r})")
+        return name
 
     def span(self, key: str) -> SourceSpan | None:
         """Best location for ``key`` (e.g. ``scaling.depth``, ``stages.3``), falling back to its section."""

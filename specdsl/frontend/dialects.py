@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lark.exceptions import UnexpectedInput
 
 from specdsl import limits
-from specdsl.errors import SourceSpan, SpecError
+from specdsl.errors import SourceSpan, SpecError, excerpt, shorten
 from specdsl.frontend.syntax import block_parser
 from specdsl.spec import StageArgs
 from specdsl.vocabulary import Activation, BlockKind, Dialect
@@ -42,8 +42,8 @@ class _Context:
 
     def error(self, message: str, option: Option | None = None, hint: str | None = None) -> SpecError:
         offset = option.offset if option else 0
-        shown = f"{option.key}{option.value or ''}" if option else self.text
-        where = self.span.model_copy(update={"column": self.span.column + offset, "text": self.text})
+        shown = shorten(f"{option.key}{option.value or ''}" if option else self.text)
+        where = self.span.model_copy(update={"column": self.span.column + offset, "text": excerpt(self.text, offset)})
         detail = f"{message} (in {self.dialect.value} block string, at '{shown}')"
         return SpecError(detail, where, hint=hint)
 
@@ -66,7 +66,7 @@ class _Context:
         if option.value is None or not option.value.isdigit():
             raise self.error(f"'{key}' needs a whole number", option)
         if len(option.value) > 9 or int(option.value) > upper:
-            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper}", option)
+            raise self.error(f"'{shorten(key + option.value)}' exceeds the limit of {upper}", option)
         return int(option.value)
 
     def number(self, key: str, *, upper: float) -> float | None:
@@ -77,7 +77,7 @@ class _Context:
             raise self.error(f"'{key}' needs a number", option)
         value = float(option.value)
         if value > upper:
-            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper:g}", option)
+            raise self.error(f"'{shorten(key + option.value)}' exceeds the limit of {upper:g}", option)
         return value
 
     def reject_unknown(self, known: set[str]) -> None:
@@ -94,7 +94,9 @@ class _Context:
                 raise self._unknown(option)
 
     def _unknown(self, option: Option) -> SpecError:
-        return self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+        return self.error(
+            f"unknown option '{shorten(option.key)}'", option, hint=_dialect_hint(option.key, self.dialect)
+        )
 
 
 def _split(text: str, span: SourceSpan) -> list[Option]:
@@ -102,15 +104,17 @@ def _split(text: str, span: SourceSpan) -> list[Option]:
         tree = block_parser().parse(text)
     except UnexpectedInput as exc:
         column = span.column + max(exc.column - 1, 0)
-        where = span.model_copy(update={"column": column, "text": text})
+        where = span.model_copy(update={"column": column, "text": excerpt(text, exc.column - 1)})
         raise SpecError("malformed block string: options are key+number joined by '_'", where) from None
     options: list[Option] = []
     for node in tree.children:
         key_token, *value = node.children
         option = Option(str(key_token), str(value[0]) if value else None, (key_token.column or 1) - 1)
         if any(seen.key == option.key for seen in options):
-            where = span.model_copy(update={"column": span.column + option.offset, "text": text})
-            raise SpecError(f"option '{option.key}' given twice", where)
+            where = span.model_copy(
+                update={"column": span.column + option.offset, "text": excerpt(text, option.offset)}
+            )
+            raise SpecError(f"option '{shorten(option.key)}' given twice", where)
         options.append(option)
     return options
 

@@ -83,7 +83,7 @@ def apply(
         return SpecDocument.model_validate(updated.model_dump())
     except ValidationError as error:
         first = error.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDocument:
