@@ -43,7 +43,8 @@ def at_resolution(ir: ModelIR, resolution: int | None) -> ModelIR:
     if resolution is None or resolution == ir.resolution:
         return ir
     spec = ir.spec
-    return resolve(spec.model_copy(update={"input": spec.input.model_copy(update={"resolution": resolution})}))
+    moved = spec.model_copy(update={"input": spec.input.model_copy(update={"resolution": resolution})})
+    return resolve(rescale.validated(moved, "<resolution>"))
 
 
 def scale(

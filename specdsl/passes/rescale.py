@@ -79,11 +79,17 @@ def apply(
             "head": doc.head.model_copy(update=head_update),
         }
     )
-    try:  # model_copy does not validate: check the new document as the parser would
-        return SpecDocument.model_validate(updated.model_dump())
+    return validated(updated)
+
+
+def validated(doc: SpecDocument, where: str = "<scale>") -> SpecDocument:
+    """A derived document (``model_copy`` does not validate) checked as the parser would check a file."""
+    try:
+        return SpecDocument.model_validate(doc.model_dump())
     except ValidationError as error:
         first = error.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
+        message = f"{'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}"
+        raise SpecError(message, path=where) from None
 
 
 def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDocument:

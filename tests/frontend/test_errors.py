@@ -298,3 +298,9 @@ def test_extends_root_from_a_project_file(tmp_path: Path) -> None:
         result = run_cli("check", str(child))
         assert result.returncode == 2
         assert result.stderr.startswith(f"{marker}: error: ") and message in result.stderr
+
+
+def test_analyze_at_a_resolution_beyond_the_limits_is_an_error() -> None:
+    """The Python API re-resolves at another resolution through the same validation as a spec file."""
+    with pytest.raises(specdsl.SpecError, match="less than or equal to 4096"):
+        specdsl.analyze(specdsl.load(SPECS / "b0.spec"), resolution=100_000)
