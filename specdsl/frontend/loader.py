@@ -184,9 +184,10 @@ def document_from_chain(chain: list[RawSpec]) -> SpecDocument:
     if len(stages_from.stages) > limits.MAX_STAGES:
         raise SpecError(f"{len(stages_from.stages)} stages; the limit is {limits.MAX_STAGES}", spans["stages"])
     stages = []
-    for index, (text, span) in enumerate(stages_from.stages):
+    for index, (text, span, continues) in enumerate(stages_from.stages):
         spans[f"stages.{index}"] = span
-        stages.append(decode_block(text, span, dialect))
+        line = decode_block(text, span, dialect)
+        stages.append(line.model_copy(update={"continues": True}) if continues else line)
     data["stages"] = stages
     try:
         return SpecDocument.model_validate({**data, "spans": spans})
