@@ -13,7 +13,7 @@ from specdsl.cli.files import staged_directory, write_text
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
-from specdsl.frontend.loader import find_spec, library_specs, read_spec_text
+from specdsl.frontend.loader import find_spec, library_families, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report, layer_rows
@@ -39,17 +39,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    shipped = library_specs()
     rows = []
-    for name, path in library_specs().items():
-        ir = api.load(path)
-        report = api.analyze(ir)
-        rows.append([name, ir.name, ir.spec.dialect.value, ir.resolution, report.blocks, f"{report.params:,}",
-                     human(report.macs)])  # fmt: skip
+    for family, names in library_families().items():
+        for name in names:
+            ir = api.load(shipped[name])
+            report = api.analyze(ir)
+            rows.append({"family": family, "spec": name, "name": ir.name, "dialect": ir.spec.dialect.value,
+                         "resolution": ir.resolution, "blocks": report.blocks, "params": report.params,
+                         "macs": report.macs})  # fmt: skip
     if args.json:
-        keys = ["spec", "name", "dialect", "resolution", "blocks", "params", "macs"]
-        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
-    else:
-        print(table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], rows, align="lllrrrr"))
+        print(json.dumps(rows, indent=2))
+        return 0
+    for family in library_families():
+        cells = [[r["spec"], r["name"], r["dialect"], r["resolution"], r["blocks"], f"{r['params']:,}",
+                  human(r["macs"])] for r in rows if r["family"] == family]  # fmt: skip
+        print(
+            f"{family}\n"
+            + table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], cells, align="lllrrrr")
+        )
+        print()
     return 0
 
 

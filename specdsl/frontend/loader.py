@@ -36,6 +36,13 @@ def library_specs() -> dict[str, Path]:
     return {path.stem: path for path in sorted(library_root().glob("*.spec"))}
 
 
+def library_families() -> dict[str, list[str]]:
+    """Shipped spec names by family, in listing order (`specs/families.toml`)."""
+    import tomllib
+
+    return tomllib.loads((library_root() / "families.toml").read_text(encoding="utf-8"))
+
+
 def find_spec(argument: str | Path) -> Path:
     """A spec path as given, else a shipped spec's name (`b0`, `specdsl:b0`), as timm users name models."""
     path = Path(argument)

@@ -119,7 +119,8 @@ def test_list_and_load_by_name(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     listed = {row["spec"]: row for row in json.loads(result.stdout)}
     assert set(listed) == {p.stem for p in SPECS.glob("*.spec")}
-    assert listed["v2_l"]["params"] == "118,515,272"
+    assert listed["v2_l"]["params"] == 118_515_272 and listed["v2_l"]["family"] == "efficientnetv2"
+    assert listed["mixnet_s"]["macs"] == specdsl.analyze(specdsl.load("mixnet_s")).macs
     assert specdsl.load("b3").network() == specdsl.load(SPECS / "b3.spec").network()
     assert run_cli("info", "v2_s").stdout.startswith("efficientnetv2-s @ 384px")
     custom = tmp_path / "mine.spec"
@@ -143,3 +144,17 @@ def test_info_plot_draws_every_stage(tmp_path: Path) -> None:
     report = specdsl.analyze(specdsl.load(SPECS / "b0.spec"))
     rows = [report.stem, *report.stages, report.head]
     assert titles == [f"{r.name}: {r.params:,}" for r in rows] + [f"{r.name}: {r.macs:,}" for r in rows]
+
+
+def test_list_groups_the_library_by_family() -> None:
+    from specdsl.frontend.loader import library_families
+
+    families = library_families()
+    names = [name for members in families.values() for name in members]
+    assert sorted(names) == sorted(p.stem for p in SPECS.glob("*.spec"))  # each shipped spec exactly once
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line in families]
+    assert headers == list(families)
+    mixnet = result.stdout.split("\nmixnet\n")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in mixnet.splitlines()[2:]] == families["mixnet"]
