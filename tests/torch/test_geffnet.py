@@ -11,6 +11,8 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 geffnet = pytest.importorskip("geffnet")
@@ -23,6 +25,7 @@ from specdsl.backends.torch import build  # noqa: E402
 from specdsl.interop import geffnet as geffnet_import  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 from specdsl.passes.resolve import resolve  # noqa: E402
+from specdsl.passes.scaling import spread_repeats  # noqa: E402
 from specdsl.weights import WeightsError  # noqa: E402
 from tests.published import GEFFNET, PARAMS  # noqa: E402
 
@@ -125,3 +128,16 @@ def test_edgetpu_stride_follows_tensorflow(tf: bool) -> None:
     assert np.abs(project - expected).max() <= TOLERANCE * scale
     later_timm = np.abs(spatial - expected).max()
     assert later_timm > 100 * TOLERANCE * scale if tf else later_timm <= TOLERANCE * scale
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    repeats=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+    depth=st.floats(0.1, 4.0),
+    trunc=st.sampled_from(["ceil", "round"]),
+)
+def test_depth_spread_is_gen_efficientnets(repeats: list[int], depth: float, trunc: str) -> None:
+    lines = [{"line": index} for index in range(len(repeats))]
+    theirs = geffnet.efficientnet_builder._scale_stage_depth(lines, repeats, depth, trunc)
+    counts = [sum(1 for block in theirs if block["line"] == index) for index in range(len(repeats))]
+    assert spread_repeats(repeats, depth, trunc) == counts
