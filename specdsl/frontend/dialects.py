@@ -270,8 +270,9 @@ def _decode_tf(ctx: _Context, *, stride_digits: int, conv_types: dict[int, Block
 
 _TF_CONV_TYPES: dict[Dialect, dict[int, str]] = {
     Dialect.TPU: {
-        1: "tensorflow/tpu conv type c1 ('MBConv without depthwise', EfficientNet-EdgeTPU) is not supported; "
-        "for Fused-MBConv use dialect automl, where c1 means Fused-MBConv",
+        1: "tensorflow/tpu conv type c1 ('MBConv without depthwise', EfficientNet-EdgeTPU) is not supported here; "
+        "write it in dialect timm as er_ blocks with defaults { fused_stride = project } (specs/es.spec), "
+        "or for EfficientNetV2's Fused-MBConv use dialect automl, where c1 means Fused-MBConv",
     },
     Dialect.AUTOML: {},
 }
@@ -285,7 +286,8 @@ def _decode_tpu(ctx: _Context) -> StageArgs:
     for key, meaning in (("f", "fused conv"), ("p", "super-pixel"), ("cc", "CondConv")):
         option = ctx.take(key)
         if option is not None and option.value != "0":  # an explicit 0 is tpu's default: accepted
-            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
+            hint = "dialect timm writes CondConv as cc<experts> (specs/cc_b0_4e.spec)" if key == "cc" else None
+            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option, hint=hint)
     return _decode_tf(ctx, stride_digits=2, conv_types={0: BlockKind.MBCONV})
 
 
