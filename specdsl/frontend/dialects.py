@@ -125,6 +125,8 @@ def _dialect_hint(key: str, dialect: Dialect) -> str | None:
         "ir": "timm",
         "er": "timm",
         "cn": "timm",
+        "a": "timm",
+        "fc": "timm",
     }
     owner = owners.get(key)
     if owner and dialect.value not in owner:
