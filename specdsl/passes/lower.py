@@ -352,6 +352,7 @@ class _Builder:
         *,
         depthwise: bool,
         routing: str | None,
+        bias: bool = False,
     ) -> tuple[str, str | None]:
         """The conv of a conv-BN unit: ``<prefix>.conv``, a CondConv when ``routing`` is given, or with several
         ``kernels`` a split conv (``<prefix>.split.i`` -> ``<prefix>.conv.i`` -> ``<prefix>.concat``).
@@ -359,11 +360,13 @@ class _Builder:
         Returns its output and the conv a following BN may fold into (None for split and CondConv).
         """
         channels = self.shapes[x][0]
+        if (routing is not None or len(kernels) > 1) and bias:
+            raise ValueError(f"{prefix}: only a plain conv has a bias")
         if len(kernels) == 1:
             groups = channels if depthwise else 1
             if routing is not None:
                 return self.cond_conv(f"{prefix}.conv", x, routing, out, kernels[0], stride, groups), None
-            conv = self.conv(f"{prefix}.conv", x, out, kernels[0], stride, groups=groups)
+            conv = self.conv(f"{prefix}.conv", x, out, kernels[0], stride, groups=groups, bias=bias)
             return conv, conv
         if routing is not None:
             raise ValueError(f"{prefix}: CondConv of a split conv is not defined")
@@ -393,10 +396,7 @@ class _Builder:
         bias: bool = False,
     ) -> str:
         """conv -> BN [-> activation], named ``<prefix>.conv`` (see `split_conv`), ``<prefix>.bn``, ``<prefix>.act``."""
-        if bias:
-            conv = folds = self.conv(f"{prefix}.conv", x, out, kernels[0], stride, bias=True)
-        else:
-            conv, folds = self.split_conv(prefix, x, out, kernels, stride, depthwise=depthwise, routing=routing)
+        conv, folds = self.split_conv(prefix, x, out, kernels, stride, depthwise=depthwise, routing=routing, bias=bias)
         norm = self.ir.batch_norm
         x = self.same_shape(
             BatchNorm, f"{prefix}.bn", conv, channels=out, eps=norm.eps, momentum=norm.momentum, folds_into=folds
@@ -451,7 +451,7 @@ class _Builder:
                 x = self.conv_bn(f"{prefix}.spatial", x, mid, block.spatial_kernels, spatial_stride, act)
             if block.se_channels is not None:
                 x = self.squeeze_excite(f"{prefix}.se", x, block.se_channels, block.se_activation or act, block.se_gate)
-            project_stride = block.stride // spatial_stride
+            project_stride = block.stride if block.stride_at == "project" else 1
             pointwise = (1,) * block.project_groups
             x = self.conv_bn(
                 f"{prefix}.project", x, block.out_channels, pointwise, project_stride, None, routing=routing
