@@ -20,6 +20,8 @@ MAX_BLOCKS: Final = 4096  # whole network, after depth scaling
 MAX_CHANNELS: Final = 32768  # any width, expanded widths included
 MAX_KERNEL: Final = 31
 MAX_EXPANSION: Final = 64
+MAX_CONV_GROUPS: Final = 16  # channel groups of one conv: MixConv kernels (k3.5.7), grouped 1x1 (a1.1, p1.1)
+MAX_EXPERTS: Final = 64  # CondConv experts per conv, after `experts_multiplier`
 MAX_RESOLUTION: Final = 4096  # pixels per side
 MIN_RESOLUTION: Final = 8
 MAX_CLASSES: Final = 100_000
@@ -40,6 +42,8 @@ ALL: Final[dict[str, float]] = {
     "channels (any width, after scaling)": MAX_CHANNELS,
     "kernel": MAX_KERNEL,
     "expansion": MAX_EXPANSION,
+    "channel groups of one conv (k3.5.7, a1.1, p1.1)": MAX_CONV_GROUPS,
+    "CondConv experts (after the multiplier)": MAX_EXPERTS,
     "resolution (pixels)": MAX_RESOLUTION,
     "classes": MAX_CLASSES,
     "input channels": MAX_INPUT_CHANNELS,

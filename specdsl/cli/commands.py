@@ -21,7 +21,7 @@ from specdsl.cli.files import staged_output, write_file
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
-from specdsl.frontend.loader import find_spec, library_specs, read_spec_text
+from specdsl.frontend.loader import find_spec, library_families, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report, layer_rows
@@ -70,16 +70,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    shipped = library_specs()
     rows = []
-    for name, path in library_specs().items():
-        ir = api.load(path)
-        rows.append({"spec": name, **summary(ir, api.analyze(ir))})
+    for family, names in library_families().items():
+        for name in names:
+            ir = api.load(shipped[name])
+            rows.append({"family": family, "spec": name, **summary(ir, api.analyze(ir))})
     if args.json:
         _print_json(rows)
-    else:
+        return 0
+    for family in library_families():
         cells = [[r["spec"], r["name"], r["dialect"], r["resolution"], r["blocks"], f"{r['params']:,}",
-                  human(r["macs"])] for r in rows]  # fmt: skip
+                  human(r["macs"])] for r in rows if r["family"] == family]  # fmt: skip
+        print(family)
         print(table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], cells, align="lllrrrr"))
+        print()
     return 0
 
 

@@ -39,6 +39,13 @@ def library_specs() -> dict[str, Path]:
     return {path.stem: path for path in sorted(library_root().glob("*.spec"))}
 
 
+def library_families() -> dict[str, list[str]]:
+    """Shipped spec names by family, in listing order (`specs/families.toml`)."""
+    import tomllib
+
+    return tomllib.loads((library_root() / "families.toml").read_text(encoding="utf-8"))
+
+
 def find_spec(argument: str | Path) -> Path:
     """A spec path as given, else a shipped spec's name (`b0`, `specdsl:b0`), as timm users name models."""
     path = Path(argument)
@@ -238,9 +245,10 @@ def document_from_chain(chain: list[RawSpec]) -> SpecDocument:
     if len(stages_from.stages) > limits.MAX_STAGES:
         raise SpecError(f"{len(stages_from.stages)} stages; the limit is {limits.MAX_STAGES}", spans["stages"])
     stages = []
-    for index, (text, span) in enumerate(stages_from.stages):
+    for index, (text, span, continues) in enumerate(stages_from.stages):
         spans[f"stages.{index}"] = span
-        stages.append(decode_block(text, span, dialect))
+        line = decode_block(text, span, dialect)
+        stages.append(line.model_copy(update={"continues": True}) if continues else line)
     data["stages"] = stages
     try:
         return SpecDocument.model_validate({**data, "spans": spans})

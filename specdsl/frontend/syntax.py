@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -26,6 +27,14 @@ class RawValue:
     span: SourceSpan
 
 
+class StageLine(NamedTuple):
+    """One block string of the `stages` section; ``continues``: it is not the first of a `[a, b]` group."""
+
+    text: str
+    span: SourceSpan
+    continues: bool = False
+
+
 @dataclass
 class RawSpec:
     """One file as written: no extends merged, no defaults filled in."""
@@ -34,7 +43,7 @@ class RawSpec:
     top: dict[str, RawValue] = field(default_factory=dict)
     sections: dict[str, dict[str, RawValue]] = field(default_factory=dict)
     section_spans: dict[str, SourceSpan] = field(default_factory=dict)
-    stages: list[tuple[str, SourceSpan]] | None = None
+    stages: list[StageLine] | None = None
     stages_span: SourceSpan | None = None
     end_lines: dict[str, int] = field(default_factory=dict)  # section -> line of its closing brace
     comments: dict[int, str] = field(default_factory=dict)  # line -> comment text, kept by the formatter
@@ -198,5 +207,8 @@ def parse_text(text: str, path: str) -> RawSpec:
                 raise SpecError("duplicate section 'stages'", span)
             raw.stages_span = span
             raw.end_lines["stages"] = node.meta.end_line
-            raw.stages = [(str(block), _span(path, block)) for block in blocks]
+            raw.stages = []
+            for item in blocks:
+                tokens = item.children if isinstance(item, Tree) else [item]
+                raw.stages += [StageLine(str(tok), _span(path, tok), index > 0) for index, tok in enumerate(tokens)]
     return raw

@@ -57,7 +57,7 @@ def apply(
     new_depth = _multiplier(scaling.depth * _multiplier(depth, "depth"), "scaled depth")
     scaling_update: dict[str, object] = {"width": new_width, "depth": new_depth}
     if stage_growth is not None:
-        base = scaling.stage_depth or [1.0] * len(doc.stages)
+        base = scaling.stage_depth or [1.0] * len(doc.stage_lines())
         scaling_update["stage_depth"] = [
             _multiplier(b * g, "stage depth") for b, g in zip(base, stage_growth, strict=True)
         ]

@@ -119,8 +119,9 @@ def test_list_and_load_by_name(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     listed = {row["spec"]: row for row in json.loads(result.stdout)}
     assert set(listed) == {p.stem for p in SPECS.glob("*.spec")}
-    assert listed["v2_l"]["params"] == 118_515_272  # numbers as numbers
-    assert isinstance(listed["v2_l"]["macs"], int)
+    assert listed["v2_l"]["params"] == 118_515_272 and listed["v2_l"]["family"] == "efficientnetv2"
+    assert isinstance(listed["v2_l"]["macs"], int)  # numbers as numbers
+    assert listed["mixnet_s"]["macs"] == specdsl.analyze(specdsl.load("mixnet_s")).macs
     assert specdsl.load("b3").network() == specdsl.load(SPECS / "b3.spec").network()
     assert run_cli("info", "v2_s").stdout.startswith("efficientnetv2-s @ 384px")
     custom = tmp_path / "mine.spec"
@@ -188,3 +189,17 @@ def test_scale_without_a_spec_names_the_shipped_ones() -> None:
     assert lines[0] == "error: no SPEC given: name a spec file or a shipped spec, or pipe a spec on stdin"
     assert lines[1].startswith("  hint: shipped specs (`specdsl list`): b0, b1,") and "v2_s" in lines[1]
     assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+
+
+def test_list_groups_the_library_by_family() -> None:
+    from specdsl.frontend.loader import library_families
+
+    families = library_families()
+    names = [name for members in families.values() for name in members]
+    assert sorted(names) == sorted(p.stem for p in SPECS.glob("*.spec"))  # each shipped spec exactly once
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line in families]
+    assert headers == list(families)
+    mixnet = result.stdout.split("\nmixnet\n")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in mixnet.splitlines()[2:]] == families["mixnet"]
