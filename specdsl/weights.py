@@ -85,14 +85,18 @@ def save(
     ir: ModelIR | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write canonical weights to a safetensors file; with ``ir``, check them first."""
-    from safetensors.numpy import save_file
+    """Write canonical weights to a safetensors file; with ``ir``, check them first.
+
+    The file is serialised in memory and written with Python's I/O, so a full disk or a read-only
+    directory is an ordinary OSError (safetensors' own writer reports them as its own exception type).
+    """
+    from safetensors.numpy import save as serialize
 
     tensors = state_of(model_or_state)
     if ir is not None:
         validate(tensors, ir)
     path = Path(path)
-    save_file(tensors, str(path), metadata={"format": FORMAT, **(metadata or {})})
+    path.write_bytes(serialize(tensors, metadata={"format": FORMAT, **(metadata or {})}))
     return path
 
 

@@ -7,8 +7,6 @@ logits are O(1) and depend strongly on the input; each test also checks a negati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -19,19 +17,11 @@ from specdsl.backends.torch import build  # noqa: E402
 from specdsl.interop import efficientnet_pytorch, keras_applications  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 
-from .helpers import calibrate_batch_norm, images, load_ir, reference_init  # noqa: E402
+from .helpers import calibrate_batch_norm, flush_denormals, images, load_ir, reference_init  # noqa: E402, F401
 
 TOLERANCE = 1e-4
 CALIBRATION_BATCH = 4
 SIGNAL = 100 * TOLERANCE  # differences that matter are at least this large
-
-
-@pytest.fixture(autouse=True)
-def flush_denormals() -> Iterator[None]:
-    """Random networks produce subnormal activations, several times slower on CPU; both sides see the same mode."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)  # torch's default
 
 
 def assert_faithful(ir: ModelIR, state: dict[str, torch.Tensor], x: torch.Tensor, expected: torch.Tensor) -> None:
