@@ -4,6 +4,7 @@ Installed as ``specdsl.backends``. A backend is a module with::
 
     build(ir, *, weights=None, seed=0, **options) -> framework model
     emit(ir, out_dir, *, weights=None, seed=0, **options) -> list[Path]
+    EXPORTS: tuple[str, ...]  # optional: what ``export=`` accepts
 
 Backends load lazily: importing specdsl never imports a framework, and asking
 for a backend whose framework is missing names the extra to install.
@@ -24,7 +25,7 @@ from types import ModuleType
 
 
 class BackendUnavailable(Exception):
-    """The backend exists but its framework is not installed, or it is not written yet."""
+    """The backend is unknown, or its framework is not installed."""
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,16 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {
     "torch": _Entry("specdsl.backends.torch", ("torch", "safetensors"), "torch"),
+    "keras": _Entry("specdsl.backends.keras", ("keras", "safetensors"), "keras"),
     "onnx": _Entry("specdsl.backends.onnx", ("onnx", "onnx_ir", "onnxruntime", "safetensors"), "onnx"),
-}
-#: Backends that are planned but not implemented yet, with what is missing.
-_PLANNED: dict[str, str] = {
-    "keras": "the Keras backend is not implemented yet",
 }
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY) + sorted(_PLANNED)
+    return sorted(_REGISTRY)
 
 
 def load_backend(name: str) -> ModuleType:
-    if name in _PLANNED:
-        raise BackendUnavailable(f"backend '{name}': {_PLANNED[name]}; available now: {', '.join(sorted(_REGISTRY))}")
     entry = _REGISTRY.get(name)
     if entry is None:
         raise BackendUnavailable(f"unknown backend '{name}'; choose one of: {', '.join(names())}")

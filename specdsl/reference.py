@@ -19,6 +19,8 @@ from specdsl.passes.lower import (
     Activation,
     Add,
     BatchNorm,
+    Concat,
+    CondConv,
     Conv,
     Dropout,
     DropPath,
@@ -28,6 +30,7 @@ from specdsl.passes.lower import (
     LoweredNetwork,
     Mul,
     Op,
+    Slice,
 )
 
 Array = np.ndarray
@@ -91,6 +94,15 @@ def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
     match op:
         case Conv():
             return conv2d(args[0], tensor("weight"), tensor("bias") if op.bias else None, op.stride, op.groups, op.pads)
+        case CondConv():
+            x, routing = args
+            kernels = np.tensordot(routing, tensor("weight"), axes=1)  # per sample: sum_e r[e] * W[e]
+            samples = [conv2d(x[n : n + 1], kernels[n], None, op.stride, op.groups, op.pads) for n in range(len(x))]
+            return np.concatenate(samples)
+        case Slice():
+            return args[0][:, op.start : op.stop]
+        case Concat():
+            return np.concatenate(args, axis=1)
         case BatchNorm():
             scale = tensor("weight") / np.sqrt(tensor("running_var") + op.eps)
             shift = tensor("bias") - tensor("running_mean") * scale

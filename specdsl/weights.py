@@ -60,9 +60,14 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def state_of(model_or_state: Any) -> dict[str, np.ndarray]:
-    """Canonical numpy tensors from a name -> tensor mapping or a model whose ``state_dict()`` is canonical."""
+    """Canonical numpy tensors from a name -> tensor mapping, a Keras model built by specdsl, or a model whose
+    ``state_dict()`` is canonical."""
     if isinstance(model_or_state, Mapping):
         state = model_or_state
+    elif type(model_or_state).__module__.startswith("keras."):  # recognised without importing keras
+        from specdsl.backends import load_backend
+
+        return load_backend("keras").state_of(model_or_state)
     elif hasattr(model_or_state, "state_dict"):
         if getattr(model_or_state, "fused", False):
             raise WeightsError(
@@ -81,14 +86,18 @@ def save(
     ir: ModelIR | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write canonical weights to a safetensors file; with ``ir``, check them first."""
-    from safetensors.numpy import save_file
+    """Write canonical weights to a safetensors file; with ``ir``, check them first.
+
+    The file is serialised in memory and written with Python's I/O, so a full disk or a read-only
+    directory is an ordinary OSError (safetensors' own writer reports them as its own exception type).
+    """
+    from safetensors.numpy import save as serialize
 
     tensors = state_of(model_or_state)
     if ir is not None:
         validate(tensors, ir)
     path = Path(path)
-    save_file(tensors, str(path), metadata={"format": FORMAT, **(metadata or {})})
+    path.write_bytes(serialize(tensors, metadata={"format": FORMAT, **(metadata or {})}))
     return path
 
 
@@ -149,3 +158,14 @@ def fold_batch_norm(net: LoweredNetwork, state: Mapping[str, np.ndarray]) -> dic
         out[f"{op.folds_into}.weight"] = (weight.astype(np.float64) * scale[:, None, None, None]).astype(weight.dtype)
         out[f"{op.folds_into}.bias"] = shift.astype(weight.dtype)
     return out
+
+
+def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[str, np.ndarray] | None:
+    """What a backend's ``weights=`` argument holds, checked against ``ir``: a canonical safetensors path or a
+    name -> tensor mapping (numpy arrays or framework tensors), as numpy; None stays None (random init)."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | Path):
+        return load(weights, ir)
+    validate(weights, ir)
+    return state_of(weights)
