@@ -25,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import timing  # benchmarks/timing.py: this folder is sys.path[0] when run as a script
 import torch
-from frontend import cpu_name  # benchmarks/frontend.py: this folder is sys.path[0] when run as a script
+from frontend import cpu_name
+from timing import Row
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +36,7 @@ RESOLUTION = 224
 TRAIN_BATCH = 8
 CLASSES = 1000
 STARTED = time.perf_counter()
-# What a repetition is timed with: wall-clock, or the process's CPU time (see --clock).
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK_NOTES = {"wall": "wall clock, `time.perf_counter`", "cpu": "process CPU time, `time.process_time`"}
-clock = CLOCKS["wall"]
+clock = timing.CLOCKS["wall"]
 LOAD_AT_START = os.getloadavg()[0]
 # Memory children: large blocks always go to mmap, so freeing them lowers RSS at once and the
 # high-water mark follows the live tensor bytes instead of glibc's adaptive heap (see measure_memory).
@@ -57,28 +56,6 @@ class Settings:
 
 FULL = Settings(warmup=3, infer_reps=30, train_reps=12, memory_reps=3, memory_steps=3)
 QUICK = Settings(warmup=1, infer_reps=3, train_reps=1, memory_reps=1, memory_steps=2)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table; ``goal`` is the largest acceptable ratio, None for information only."""
-
-    label: str
-    unit: str
-    reference: float
-    ours: float
-    goal: float | None
-    min_ratio: float | None = None  # specdsl's fastest run / the reference's fastest (timings only)
-
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.reference
-
-    @property
-    def met(self) -> str:
-        if self.goal is None:
-            return "(info)"
-        return "yes" if self.ratio <= self.goal else "**no**"
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -121,39 +98,11 @@ def labels(batch: int, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def logged(row: Row) -> Row:
-    """Progress on stderr, so a long run shows where it is."""
-    elapsed = time.perf_counter() - STARTED
-    print(
-        f"[{elapsed:4.0f} s] {row.label}: reference {row.reference:.1f}, specdsl {row.ours:.1f} {row.unit}",
-        file=sys.stderr,
-    )
-    return row
-
-
 def timed_row(
     label: str, goal: float | None, reference: Callable[[], object], ours: Callable[[], object], warmup: int, reps: int
 ) -> Row:
-    """Median milliseconds of each callable, alternating them (and which goes first) every repetition.
-
-    The ratio of the fastest runs rides along: interference from other processes only ever adds
-    time, so where it and the median ratio agree, the median ratio is not an artefact of load.
-    """
-    for _ in range(warmup):
-        reference()
-        ours()
-    times: dict[str, list[float]] = {"reference": [], "ours": []}
-    for rep in range(reps):
-        order = [("reference", reference), ("ours", ours)]
-        if rep % 2:
-            order.reverse()
-        for name, fn in order:
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    ref, ours_ = times["reference"], times["ours"]
-    row = Row(label, "ms", 1e3 * statistics.median(ref), 1e3 * statistics.median(ours_), goal, min(ours_) / min(ref))
-    return logged(row)
+    """`timing.timed_row` with this run's clock, logged."""
+    return timing.logged(timing.timed_row(label, goal, reference, ours, warmup, reps, clock), STARTED)
 
 
 def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -320,13 +269,11 @@ def report(
         f"- {RESOLUTION} px, float32, fixed seeds; reference = `EfficientNet.from_name('efficientnet-b0')` with "
         "`set_swish(memory_efficient=False)`; specdsl = `specs/b0.spec` with the reference's weights imported "
         f"(max |logit difference|: eager {checks['eager']:.2e}, fused {checks['fused']:.2e})",
-        f"- timings ({CLOCK_NOTES[clock_name]}): median of {settings.infer_reps} inference / "
+        f"- timings ({timing.CLOCK_NOTES[clock_name]}): median of {settings.infer_reps} inference / "
         f"{settings.train_reps} train repetitions after "
-        f"{settings.warmup} warm-up, the two models alternating (order flipped every repetition) in one process; "
-        "inference under `torch.inference_mode()` in eval mode; a train step is zero_grad + forward + "
-        "cross-entropy + backward + SGD(momentum 0.9) step in train mode (dropout and drop-path active); "
-        "ratio = specdsl median / reference median; ratio of minima = fastest / fastest, a check against "
-        "interference (which only adds time)",
+        f"{settings.warmup} warm-up, {timing.METHOD}; inference under `torch.inference_mode()` in eval mode; a "
+        "train step is zero_grad + forward + cross-entropy + backward + SGD(momentum 0.9) step in train mode "
+        "(dropout and drop-path active)",
         "- deployed = specdsl `model.fuse()` (BN folded into the convs, weights channels_last, inputs NCHW); the "
         "reference has no fused mode, so it runs eager",
         f"- peak train memory: each configuration in a fresh process (median of {settings.memory_reps}), "
@@ -334,17 +281,8 @@ def report(
         f"before them (model, optimizer and batch already built), read as {memory_method}; children run with "
         "`MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave RSS at once and the peak tracks live memory",
         "",
-        "| measurement | unit | reference | specdsl | ratio | ratio of minima | goal | met |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: |",
+        *timing.table(rows),
     ]
-    for row in rows:
-        goal = f"<= {row.goal:.2f}x" if row.goal is not None else "-"
-        minima = f"{row.min_ratio:.3f}x" if row.min_ratio is not None else "-"
-        values = f"{row.reference:.1f} | {row.ours:.1f} | {row.ratio:.3f}x | {minima}"
-        lines.append(f"| {row.label} | {row.unit} | {values} | {goal} | {row.met} |")
-    goals = [row for row in rows if row.goal is not None]
-    met = sum(row.ratio <= row.goal for row in goals if row.goal is not None)
-    lines += ["", f"Goals met: {met} of {len(goals)}.", ""]
     return "\n".join(lines)
 
 
@@ -362,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--clock",
-        choices=sorted(CLOCKS),
+        choices=sorted(timing.CLOCKS),
         default="wall",
         help="time repetitions by wall clock (default) or by this process's CPU time; with --threads 1, CPU time "
         "is the latency on an idle core and is immune to other processes time-slicing this one (shared machines)",
@@ -377,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     global clock
-    clock = CLOCKS[args.clock]
+    clock = timing.CLOCKS[args.clock]
 
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.memory_steps)))

@@ -5,7 +5,7 @@ Both take one optimizer step on a batch of 8 images at 224 px, channels_last, wi
 the same weights. specdsl's step is `specdsl.training.loop.Trainer.train_step` as training runs it (learning
 rate from the schedule, step, zero_grad, and the EMA update when the recipe has one); the reference is the
 four-line loop a PyTorch user writes. Data preparation (crops, RandAugment, mixup) is outside both timings.
-The two alternate every repetition in one process (timing helpers from torch_vs_reference.py); medians and
+The two alternate every repetition in one process (timing helpers from timing.py); medians and
 the ratio of the fastest runs are reported with the load average.
 
     python benchmarks/train_throughput.py [--threads N] [--clock wall|cpu] [--reps N] [--out FILE]
@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import timing  # this folder is sys.path[0] when run as a script
 import torch
 import torch.nn.functional as F
-import torch_vs_reference as bench  # this folder is sys.path[0] when run as a script
+import torch_vs_reference as bench
 from frontend import cpu_name
 from torch import nn
 
@@ -78,7 +79,7 @@ def plain_step(reference: nn.Module, ema_decay: float, channels_last: bool) -> C
     return step
 
 
-def measure(reps: int, warmup: int) -> list[bench.Row]:
+def measure(reps: int, warmup: int) -> list[timing.Row]:
     rows = []
     cases = [
         ("train step, channels_last", 0.0, True, 1.0),
@@ -93,7 +94,7 @@ def measure(reps: int, warmup: int) -> list[bench.Row]:
     return rows
 
 
-def report(rows: list[bench.Row], command: str, clock_name: str, load_start: float, reps: int) -> str:
+def report(rows: list[timing.Row], command: str, clock_name: str, load_start: float, reps: int) -> str:
     import efficientnet_pytorch
 
     lines = [
@@ -111,7 +112,7 @@ def report(rows: list[bench.Row], command: str, clock_name: str, load_start: flo
         "0.1, train mode (dropout 0.2, drop-path active). specdsl = `Trainer.train_step` (schedule lookup, "
         "step, zero_grad, EMA); reference = zero_grad + forward + loss + backward + step over "
         "`EfficientNet.from_name('efficientnet-b0')` (plain swish), the same EMA code where a row says so",
-        f"- timings ({bench.CLOCK_NOTES[clock_name]}): median of {reps} repetitions after warm-up, alternating "
+        f"- timings ({timing.CLOCK_NOTES[clock_name]}): median of {reps} repetitions after warm-up, alternating "
         "(order flipped every repetition) in one process; ratio = specdsl / reference (lower is faster); ratio "
         "of minima = fastest / fastest, a check against interference; images/s = 8 / median step time",
         "",
@@ -134,13 +135,13 @@ def report(rows: list[bench.Row], command: str, clock_name: str, load_start: flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
-    parser.add_argument("--clock", choices=sorted(bench.CLOCKS), default="wall", help="wall (default) or cpu time")
+    parser.add_argument("--clock", choices=sorted(timing.CLOCKS), default="wall", help="wall (default) or cpu time")
     parser.add_argument("--reps", type=int, default=10, help="timed repetitions per row (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default: 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_train.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bench.clock = bench.CLOCKS[args.clock]
+    bench.clock = timing.CLOCKS[args.clock]
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
     rows = measure(args.reps, args.warmup)

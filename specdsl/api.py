@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,22 @@ from specdsl.passes.analysis import analyze as _analyze
 from specdsl.passes.resolve import resolve
 
 
-def load(path: str | Path) -> ModelIR:
-    """Parse, validate and resolve a spec file."""
-    return resolve(load_document(path))
+def load(path: str | Path, *, roots: Sequence[str | Path] = ()) -> ModelIR:
+    """Parse, validate and resolve a spec file (or a shipped spec by name: ``"b0"``).
+
+    ``extends`` may reach the spec's directory, the shipped library, the root a ``specdsl.toml``
+    at or above the spec declares, and the directories in ``roots``.
+    """
+    return resolve(load_document(path, roots=[Path(root) for root in roots]))
 
 
-def loads(text: str, name: str = "<string>") -> ModelIR:
-    """Like `load`, from text; `name` is the path shown in error messages."""
-    return resolve(loads_document(text, name))
+def loads(
+    text: str, name: str = "<string>", *, base_dir: str | Path | None = None, roots: Sequence[str | Path] = ()
+) -> ModelIR:
+    """Like `load`, from text; `name` is the path shown in error messages, ``extends`` is relative to
+    ``base_dir`` (default: the working directory)."""
+    base = None if base_dir is None else Path(base_dir)
+    return resolve(loads_document(text, name, base_dir=base, roots=[Path(root) for root in roots]))
 
 
 def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32", resolution: int | None = None) -> Report:
@@ -35,7 +43,8 @@ def at_resolution(ir: ModelIR, resolution: int | None) -> ModelIR:
     if resolution is None or resolution == ir.resolution:
         return ir
     spec = ir.spec
-    return resolve(spec.model_copy(update={"input": spec.input.model_copy(update={"resolution": resolution})}))
+    moved = spec.model_copy(update={"input": spec.input.model_copy(update={"resolution": resolution})})
+    return resolve(rescale.validated(moved, "<resolution>"))
 
 
 def scale(
@@ -91,8 +100,14 @@ def build(
     deploy: bool = False,
     **options: Any,
 ) -> Any:
-    """Build a framework model. `weights`: a safetensors path or a name -> tensor mapping."""
+    """Build a framework model. `weights`: a safetensors path or a name -> tensor mapping.
+
+    `deploy` and `options` go to the backend's ``build`` only when set: a backend refuses an option it
+    does not have (the ONNX backend has no ``deploy``; its models are inference graphs already).
+    """
     from specdsl.backends import load_backend
 
     ir = spec_or_ir if isinstance(spec_or_ir, ModelIR) else load(spec_or_ir)
-    return load_backend(backend).build(ir, weights=weights, seed=seed, deploy=deploy, **options)
+    if deploy:
+        options = {"deploy": True, **options}
+    return load_backend(backend).build(ir, weights=weights, seed=seed, **options)

@@ -4,6 +4,34 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+#: Offending text is shown at most this wide: a long line is cut around the error's column.
+EXCERPT_WIDTH = 100
+
+
+def excerpt(line: str, index: int = 0, width: int = EXCERPT_WIDTH) -> str:
+    """``line`` stripped, or, when it is longer than ``width``, the ``width`` characters around ``line[index]``
+    with ``…`` where text was cut (so the character the column points at is always shown)."""
+    start = len(line) - len(line.lstrip())
+    text = line.strip()
+    if len(text) <= width:
+        return text
+    index = min(max(index - start, 0), len(text) - 1)
+    left = max(0, min(index - width // 2, len(text) - width))
+    cut = text[left : left + width]
+    return ("…" if left > 0 else "") + cut + ("…" if left + width < len(text) else "")
+
+
+def printable(text: str) -> str:
+    """Control characters (a NUL in a name, say) shown escaped, not sent to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " if c == "\t" else c.encode("unicode_escape").decode() for c in text)
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """User text quoted inside a message: at most ``width`` characters, then ``…``."""
+    return text if len(text) <= width else text[:width] + "…"
+
 
 class SourceSpan(BaseModel):
     """Where a piece of a spec came from: 1-based line and column, plus the text found there."""
@@ -48,7 +76,7 @@ class SpecError(Exception):
             where = ""
         out = f"{where}error: {self.message}"
         if self.text:
-            out += f"\n    {self.text}"
+            out += f"\n    {printable(excerpt(self.text) if len(self.text) > EXCERPT_WIDTH + 2 else self.text)}"
         if self.hint:
             out += f"\n  hint: {self.hint}"
         return out

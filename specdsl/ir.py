@@ -11,12 +11,24 @@ Block structure, by kind (BN = batch norm, act = the block's activation):
   (stride), BN, act -> [SE] -> 1x1 conv to ``out_channels``, BN.
   The bracketed expansion exists iff ``expand_channels`` is not None.
 * ``fused``: kxk conv (stride) to ``expand_channels``, BN, act -> [SE] ->
-  1x1 conv to ``out_channels``, BN.
+  1x1 conv to ``out_channels``, BN. With ``stride_at = "project"`` the kxk conv
+  has stride 1 and the 1x1 projection strides instead (EfficientNet-EdgeTPU).
 * ``conv``: kxk conv (stride) to ``out_channels``, BN, act.
 
 SE (when ``se_channels`` is set): global mean -> 1x1 conv with bias to
-``se_channels`` -> act -> 1x1 conv with bias back -> sigmoid -> multiply.
+``se_channels`` -> ``se_activation`` (default: the block's) -> 1x1 conv with bias back
+-> ``se_gate`` -> multiply.
 With ``residual`` the block output is ``x + drop_path(f(x))``.
+
+Split convs (MixNet): a conv with several channel groups (``mixed_kernels``,
+``expand_groups``, ``project_groups``) splits its input channels into that many
+groups, equal but for the remainder, which goes to the first; it splits its output
+channels the same way, and group i's own conv maps input group i to output group i.
+The outputs are concatenated in order. A depthwise conv stays depthwise in each group.
+
+CondConv (``experts`` set): routing r = sigmoid(Linear(global mean of the block input)),
+one weight per expert; the expansion, depthwise and projection convs of the block use,
+per sample n, the kernel sum_e r[n, e] * W_e (Yang et al. 2019).
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from specdsl.spec import SpecDocument, TrainingRecipe
 from specdsl.vocabulary import Activation, BlockKind, Padding
+
+Gate = Literal["sigmoid", "hard_sigmoid"]
 
 
 class _Frozen(BaseModel):
@@ -73,6 +87,18 @@ class Block(_Frozen):
     drop_path: float = Field(description="stochastic-depth drop probability of this block")
     input_size: int = Field(description="feature-map height/width at the block input")
     output_size: int
+    se_gate: Gate = Field("sigmoid", description="the SE gate function")
+    se_activation: Activation | None = Field(None, description="the activation inside SE; None: `activation`")
+    mixed_kernels: tuple[int, ...] | None = Field(
+        None,
+        description="MixConv: the depthwise conv split into channel groups, one kernel each; `kernel` is the first",
+    )
+    expand_groups: int = Field(1, description="channel groups of the 1x1 expansion conv (a split conv when > 1)")
+    project_groups: int = Field(1, description="channel groups of the 1x1 projection conv (a split conv when > 1)")
+    experts: int | None = Field(None, description="CondConv experts of the expansion, depthwise and projection convs")
+    stride_at: Literal["spatial", "project"] = Field(
+        "spatial", description="which conv of a fused block strides: the k x k conv or the 1x1 projection"
+    )
 
     @model_validator(mode="after")
     def _structure(self) -> Block:
@@ -82,7 +108,22 @@ class Block(_Frozen):
             raise ValueError("a 'fused' block always has its expanding k x k conv")
         if self.residual and (self.stride != 1 or self.in_channels != self.out_channels):
             raise ValueError("a residual needs stride 1 and equal input and output widths")
+        if self.mixed_kernels is not None and (len(self.mixed_kernels) < 2 or self.mixed_kernels[0] != self.kernel):
+            raise ValueError("mixed_kernels lists two or more kernels, the first being `kernel`")
+        if (self.mixed_kernels is not None or self.expand_groups > 1) and self.kind is not BlockKind.MBCONV:
+            raise ValueError("mixed kernels and a grouped expansion belong to mbconv blocks")
+        if self.stride_at == "project" and self.kind is not BlockKind.FUSED:
+            raise ValueError("only a fused block can stride on its projection")
+        if self.project_groups > 1 and self.kind is BlockKind.CONV:
+            raise ValueError("a 'conv' block has no projection to group")
+        if self.experts is not None and self.kind is not BlockKind.MBCONV:
+            raise ValueError("CondConv experts belong to mbconv blocks")
         return self
+
+    @property
+    def spatial_kernels(self) -> tuple[int, ...]:
+        """Kernel of each channel group of the k x k conv: one entry unless it is a MixConv."""
+        return self.mixed_kernels or (self.kernel,)
 
     @property
     def mid_channels(self) -> int:
@@ -97,8 +138,12 @@ class Stage(_Frozen):
 
 class Head(_Frozen):
     in_channels: int
-    conv_channels: int | None = Field(description="1x1 conv width before pooling; None: no head conv")
+    conv_channels: int | None = Field(description="1x1 head conv width; None: no head conv")
     activation: Activation
+    form: Literal["conv_pool", "pool_conv"] = Field(
+        "conv_pool", description="conv_pool: conv, BN, act, then pool; pool_conv: pool, then conv, act (no BN)"
+    )
+    bias: bool = Field(False, description="the head conv has a bias")
     pool: Literal["avg"]
     dropout: float
     classes: int

@@ -19,6 +19,8 @@ from specdsl.passes.lower import (
     Activation,
     Add,
     BatchNorm,
+    Concat,
+    CondConv,
     Conv,
     Dropout,
     DropPath,
@@ -28,6 +30,7 @@ from specdsl.passes.lower import (
     LoweredNetwork,
     Mul,
     Op,
+    Slice,
 )
 
 Array = np.ndarray
@@ -91,6 +94,15 @@ def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
     match op:
         case Conv():
             return conv2d(args[0], tensor("weight"), tensor("bias") if op.bias else None, op.stride, op.groups, op.pads)
+        case CondConv():
+            x, routing = args
+            kernels = np.tensordot(routing, tensor("weight"), axes=1)  # per sample: sum_e r[e] * W[e]
+            samples = [conv2d(x[n : n + 1], kernels[n], None, op.stride, op.groups, op.pads) for n in range(len(x))]
+            return np.concatenate(samples)
+        case Slice():
+            return args[0][:, op.start : op.stop]
+        case Concat():
+            return np.concatenate(args, axis=1)
         case BatchNorm():
             scale = tensor("weight") / np.sqrt(tensor("running_var") + op.eps)
             shift = tensor("bias") - tensor("running_mean") * scale
@@ -130,3 +142,23 @@ def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = 
         if op.name == until:
             return out
     return values[net.output]
+
+
+def calibrate_batch_norm(net: LoweredNetwork, weights: Weights, x: Array) -> dict[str, Array]:
+    """``weights`` with every BN's running mean and variance set to the batch statistics of its input on NCHW ``x``.
+
+    BNs are calibrated in forward order, each seeing the already calibrated ones before it (population
+    variance; stored in the original dtype). Why: random weights with random statistics fade the signal
+    to nothing within a few blocks; calibrated statistics keep activations normalised, so a backend test's
+    logits depend on every op and on the input. The same weights then feed every backend and this oracle.
+    """
+    state = dict(weights)
+    values: dict[str, Array] = {INPUT: np.asarray(x, dtype=np.float64)}
+    for op in net.ops:
+        args = [values[name] for name in op.inputs]
+        if isinstance(op, BatchNorm):
+            dtype = np.asarray(state[f"{op.name}.running_mean"]).dtype
+            state[f"{op.name}.running_mean"] = args[0].mean(axis=(0, 2, 3)).astype(dtype)
+            state[f"{op.name}.running_var"] = args[0].var(axis=(0, 2, 3)).astype(dtype)
+        values[op.name] = _evaluate(op, args, state)
+    return state

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from specdsl import limits
 from specdsl.errors import SourceSpan
@@ -68,6 +68,20 @@ class HeadSection(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the classifier")
     classes: int = Field(1000, ge=1, le=limits.MAX_CLASSES, description="classifier outputs")
     activation: Activation | None = Field(None, description="defaults.activation when unset")
+    form: Literal["conv_pool", "pool_conv"] = Field(
+        "conv_pool",
+        description=(
+            "conv_pool: 1x1 conv, BN, act, then pool (EfficientNet); "
+            "pool_conv: pool, then 1x1 conv, act, no BN (MobileNetV3's efficient head)"
+        ),
+    )
+    bias: bool = Field(False, description="the head conv has a bias (MobileNetV3: true)")
+
+    @model_validator(mode="after")
+    def _conv_options(self) -> HeadSection:
+        if self.channels is None and (self.bias or self.form != "conv_pool"):
+            raise ValueError("head.bias and head.form describe the head conv; with channels = none there is none")
+        return self
 
 
 class DefaultsSection(_Section):
@@ -84,12 +98,41 @@ class DefaultsSection(_Section):
     drop_path: float = Field(
         0.2, ge=0.0, lt=1.0, description="stochastic depth; block i of N drops with drop_path * i / N"
     )
+    se_gate: Literal["sigmoid", "hard_sigmoid"] = Field(
+        "sigmoid", description="SE gate function (MobileNetV3: hard_sigmoid)"
+    )
+    se_activation: Activation | None = Field(
+        None, description="activation inside SE, between its two 1x1 convs; unset: the block's (MobileNetV3: relu)"
+    )
+    se_width: Literal["input", "expanded"] = Field(
+        "input",
+        description=(
+            "SE bottleneck width from the block input (the dialect's rule, EfficientNet) or from the expanded "
+            "width: make_divisible(expanded * se, se_divisor) (MobileNetV3)"
+        ),
+    )
+    se_divisor: int = Field(
+        1, ge=1, le=256, description="with se_width = expanded: SE widths round to multiples of this (MobileNetV3: 8)"
+    )
+    fused_stride: Literal["spatial", "project"] = Field(
+        "spatial",
+        description=(
+            "where a Fused-MBConv block strides: its k x k conv (EfficientNetV2) or its 1x1 projection "
+            "(EfficientNet-EdgeTPU, as tensorflow/tpu's MBConvBlockWithoutDepthwise)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _se_divisor(self) -> DefaultsSection:
+        if self.se_divisor != 1 and self.se_width != "expanded":
+            raise ValueError("se_divisor rounds expanded-width SE only: set se_width = expanded or drop it")
+        return self
 
 
 class ScalingSection(_Section):
     rule: Literal["compound", "v2"] = Field(
         "compound",
-        description="compound: uniform depth growth; v2: EfficientNetV2 non-uniform growth (`stage_growth`)",
+        description="compound: every stage's depth grows alike; v2: EfficientNetV2 non-uniform `stage_growth`",
     )
     alpha: float = Field(1.2, gt=0.0, le=limits.MAX_MULTIPLIER, description="depth growth per unit phi")
     beta: float = Field(1.1, gt=0.0, le=limits.MAX_MULTIPLIER, description="width growth per unit phi")
@@ -104,14 +147,24 @@ class ScalingSection(_Section):
     scale_head: bool = Field(True, description="apply the width multiplier to the head conv")
     resolution_multiple: int = Field(4, ge=1, le=256, description="scaled resolutions round to multiples of this")
     stage_depth: list[float] | None = Field(
-        None, description="per-stage depth multipliers on top of `depth`, one per stage line (default all 1)"
+        None, description="per-stage depth multipliers on top of `depth`, one per stage (default all 1)"
     )
     stage_growth: list[float] | None = Field(
         None,
-        description="v2: per-stage extra depth growth; scaling by phi multiplies stage i's depth by growth_i^phi",
+        description="v2 only: per-stage depth growth; scaling by phi multiplies stage i's depth by growth_i^phi",
     )
     max_resolution: int | None = Field(
         None, ge=limits.MIN_RESOLUTION, le=limits.MAX_RESOLUTION, description="cap on scaled resolutions (V2: 480)"
+    )
+    depth_trunc: Literal["ceil", "round"] = Field(
+        "ceil",
+        description="a stage's scaled repeats: ceil(depth * r) (EfficientNet) or max(1, round(depth * r)) (MixNet-M/L)",
+    )
+    fix_first_last: bool = Field(
+        False, description="the first and last stages keep their written repeats at any depth (EfficientNet-Lite)"
+    )
+    experts_multiplier: int = Field(
+        1, ge=1, le=limits.MAX_EXPERTS, description="CondConv: multiplies every block's expert count `cc` (8e: 2)"
     )
 
     @model_validator(mode="after")
@@ -245,6 +298,19 @@ class StageArgs(_Section):
             "timm: expanded = make_divisible(in*e), SE = max(1, round(expanded*se/e))"
         )
     )
+    mixed_kernels: list[int] | None = Field(
+        None,
+        description="MixConv (timm k3.5.7): the depthwise conv's kernel per channel group; `kernel` is the first",
+    )
+    expand_groups: int = Field(1, ge=1, le=limits.MAX_CONV_GROUPS, description="timm a1.1: 1x1 expansion groups")
+    project_groups: int = Field(1, ge=1, le=limits.MAX_CONV_GROUPS, description="timm p1.1: 1x1 projection groups")
+    forced_in_channels: int | None = Field(
+        None, ge=1, le=limits.MAX_CHANNELS, description="timm fc: expansion width computed from this many inputs"
+    )
+    experts: int | None = Field(None, ge=1, le=limits.MAX_EXPERTS, description="timm cc: CondConv experts")
+    continues: bool = Field(
+        False, description="the line continues the previous line's stage (written as a `[a, b]` group)"
+    )
 
 
 class SpecDocument(_Section):
@@ -261,9 +327,28 @@ class SpecDocument(_Section):
         default_factory=dict, description="where each key and stage line was written (for diagnostics)"
     )
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        """The name ends up in emitted code, docstrings and file names, and in specs `scale` writes."""
+        bad = next((char for char in name if not char.isprintable() or char in '"\\'), None)
+        if bad is not None:
+            raise ValueError(f"must be printable text without quotes or backslashes (found {bad!r})")
+        return name
+
     def span(self, key: str) -> SourceSpan | None:
         """Best location for ``key`` (e.g. ``scaling.depth``, ``stages.3``), falling back to its section."""
         return nearest_span(self.spans, key)
+
+    def stage_lines(self) -> list[list[int]]:
+        """The indices into `stages` of each stage's lines: one line per stage unless lines were grouped."""
+        groups: list[list[int]] = []
+        for index, line in enumerate(self.stages):
+            if line.continues and groups:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return groups
 
 
 def nearest_span(spans: dict[str, SourceSpan], key: str) -> SourceSpan | None:

@@ -10,6 +10,7 @@ class Activation(StrEnum):
     RELU = "relu"
     RELU6 = "relu6"
     HARD_SWISH = "hard_swish"
+    HARD_SIGMOID = "hard_sigmoid"
 
 
 class Padding(StrEnum):

@@ -11,6 +11,7 @@ torch. Framework models are accepted where they can be read without importing th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from specdsl.ir import ModelIR
-from specdsl.passes.lower import Shape, lower
+from specdsl.passes.lower import BatchNorm, Conv, Linear, LoweredNetwork, Shape, lower
 
 #: Written to the safetensors metadata; readers accept files without it.
 FORMAT = "specdsl-canonical/1"
@@ -59,9 +60,14 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def state_of(model_or_state: Any) -> dict[str, np.ndarray]:
-    """Canonical numpy tensors from a name -> tensor mapping or a model whose ``state_dict()`` is canonical."""
+    """Canonical numpy tensors from a name -> tensor mapping, a Keras model built by specdsl, or a model whose
+    ``state_dict()`` is canonical."""
     if isinstance(model_or_state, Mapping):
         state = model_or_state
+    elif type(model_or_state).__module__.startswith("keras."):  # recognised without importing keras
+        from specdsl.backends import load_backend
+
+        return load_backend("keras").state_of(model_or_state)
     elif hasattr(model_or_state, "state_dict"):
         if getattr(model_or_state, "fused", False):
             raise WeightsError(
@@ -80,14 +86,18 @@ def save(
     ir: ModelIR | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write canonical weights to a safetensors file; with ``ir``, check them first."""
-    from safetensors.numpy import save_file
+    """Write canonical weights to a safetensors file; with ``ir``, check them first.
+
+    The file is serialised in memory and written with Python's I/O, so a full disk or a read-only
+    directory is an ordinary OSError (safetensors' own writer reports them as its own exception type).
+    """
+    from safetensors.numpy import save as serialize
 
     tensors = state_of(model_or_state)
     if ir is not None:
         validate(tensors, ir)
     path = Path(path)
-    save_file(tensors, str(path), metadata={"format": FORMAT, **(metadata or {})})
+    path.write_bytes(serialize(tensors, metadata={"format": FORMAT, **(metadata or {})}))
     return path
 
 
@@ -98,3 +108,64 @@ def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
     state = load_file(str(path))
     validate(state, ir, source=f"weights in {path}")
     return state
+
+
+def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
+    """The reference init as canonical float32 arrays, reproducible from ``seed`` alone (numpy's PCG64).
+
+    Same rule as the PyTorch backend's: conv N(0, sqrt(2 / fan_out)) with fan_out = k*k*out // groups,
+    linear U(+-1/sqrt(out)), biases 0, BN weight 1, bias 0, mean 0, var 1. The random stream is numpy's,
+    so a seed gives other values than ``specdsl.build(ir, seed=seed)``; it lets a backend without
+    torch emit a complete model.
+    """
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+    for op in lower(ir).ops:
+        for name, shape in op.tensors().items():
+            suffix = name.rsplit(".", 1)[1]
+            if isinstance(op, Conv) and suffix == "weight":
+                fan_out = op.kernel * op.kernel * op.out_channels // op.groups
+                state[name] = rng.standard_normal(shape, dtype=np.float32)
+                state[name] *= np.float32(math.sqrt(2.0 / fan_out))
+            elif isinstance(op, Linear) and suffix == "weight":
+                bound = 1.0 / math.sqrt(op.out_features)
+                state[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+            elif suffix in ("weight", "running_var"):  # BN scale and variance
+                state[name] = np.ones(shape, dtype=np.float32)
+            else:  # biases, BN shift and mean
+                state[name] = np.zeros(shape, dtype=np.float32)
+    return state
+
+
+def fold_batch_norm(net: LoweredNetwork, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``state`` with every BN that the lowering marks foldable (``folds_into``) folded into its conv.
+
+    The conv's weight is scaled per output channel and it gains (or updates) ``<conv>.bias``; the BN's
+    tensors are dropped. Arithmetic in float64, results in the conv weight's dtype, so an inference
+    graph built from the folded tensors stays within float32 rounding of the unfolded network.
+    """
+    out = dict(state)
+    for op in net.ops:
+        if not isinstance(op, BatchNorm) or op.folds_into is None:
+            continue
+        bn = {name.rsplit(".", 1)[1]: np.asarray(out.pop(name), np.float64) for name in op.tensors()}
+        scale = bn["weight"] / np.sqrt(bn["running_var"] + op.eps)
+        shift = bn["bias"] - bn["running_mean"] * scale
+        weight = np.asarray(out[f"{op.folds_into}.weight"])
+        bias = out.get(f"{op.folds_into}.bias")
+        if bias is not None:
+            shift = shift + np.asarray(bias, np.float64) * scale
+        out[f"{op.folds_into}.weight"] = (weight.astype(np.float64) * scale[:, None, None, None]).astype(weight.dtype)
+        out[f"{op.folds_into}.bias"] = shift.astype(weight.dtype)
+    return out
+
+
+def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[str, np.ndarray] | None:
+    """What a backend's ``weights=`` argument holds, checked against ``ir``: a canonical safetensors path or a
+    name -> tensor mapping (numpy arrays or framework tensors), as numpy; None stays None (random init)."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | Path):
+        return load(weights, ir)
+    validate(weights, ir)
+    return state_of(weights)

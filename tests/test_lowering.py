@@ -5,6 +5,7 @@ Framework-free: these tests need numpy only (tensorflow where it checks TF SAME 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -19,6 +20,7 @@ from specdsl.passes.analysis import op_macs, op_params
 from specdsl.passes.lower import (
     Add,
     BatchNorm,
+    CondConv,
     Conv,
     DropPath,
     LoweredNetwork,
@@ -27,9 +29,11 @@ from specdsl.passes.lower import (
     consumers,
     lower,
     same_pads,
+    split_channels,
 )
 from tests.conftest import SPECS, TINY_SPEC
 from tests.published import MACS, PARAMS
+from tests.strategies import EVERY_FAMILY_FEATURE
 
 SPEC_NAMES = sorted(path.stem for path in SPECS.glob("*.spec"))
 
@@ -142,3 +146,73 @@ def test_lowering_and_weights_import_no_framework() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_op_name_is_a_dot_prefix_of_another() -> None:
+    """Backends place modules in a tree by name: `a.b` next to `a.b.c` would make one op the other's parent."""
+    net = lower(specdsl.loads(TINY_SPEC))
+
+    def rename(name: str) -> str:  # "stem.bn" becomes "stem.conv.bn", under "stem.conv"
+        return "stem.conv.bn" if name == "stem.bn" else name
+
+    ops = [dataclasses.replace(op, name=rename(op.name), inputs=tuple(map(rename, op.inputs))) for op in net.ops]
+    broken = dataclasses.replace(net, ops=ops)
+    with pytest.raises(ValueError, match=r"'stem.conv' is a prefix of op name 'stem.conv.bn'"):
+        check(broken)
+    check(lower(specdsl.loads(EVERY_FAMILY_FEATURE)))  # split convs name their groups conv.0, conv.1, ...
+
+
+def test_split_convs_are_slices_convs_and_a_concat() -> None:
+    """MixNet-S stage 5's first block: 720 expanded channels, kernels 3..11; a remainder goes to the first group."""
+    ir = specdsl.load(SPECS / "mixnet_s.spec")
+    block = ir.stages[5].blocks[0]
+    assert split_channels(block.mid_channels, 5) == [144] * 5 and split_channels(10, 3) == [4, 3, 3]
+    net = lower(ir)
+    ops = {op.name: op for op in net.ops}
+    prefix = "stages.5.0.spatial"
+    slices = [ops[f"{prefix}.split.{i}"] for i in range(5)]
+    assert [(op.start, op.stop) for op in slices] == [(144 * i, 144 * (i + 1)) for i in range(5)]
+    convs = [ops[f"{prefix}.conv.{i}"] for i in range(5)]
+    assert [(op.kernel, op.groups, op.stride, op.inputs) for op in convs] == [
+        (k, 144, 2, (f"{prefix}.split.{i}",)) for i, k in enumerate((3, 5, 7, 9, 11))
+    ]
+    assert ops[f"{prefix}.concat"].inputs == tuple(op.name for op in convs)
+    assert ops[f"{prefix}.bn"].folds_into is None and f"{prefix}.conv" not in ops
+    pointwise = ops["stages.1.0.expand.conv.1"]  # a1.1: two plain 1x1 convs over halves of the input
+    assert (pointwise.in_channels, pointwise.out_channels, pointwise.groups) == (8, 48, 1)
+
+
+def test_cond_conv_with_one_hot_routing_is_that_experts_conv() -> None:
+    rng = np.random.default_rng(5)
+    ir = specdsl.load(SPECS / "cc_b0_4e.spec")
+    op = next(op for op in lower(ir).ops if isinstance(op, CondConv) and op.groups > 1)
+    x = rng.standard_normal((2, *op.in_shape))
+    weight = rng.standard_normal((op.experts, *op.expert_shape))
+    routing = np.eye(op.experts)[[1, 3]]  # sample 0 uses expert 1, sample 1 expert 3
+    ours = reference._evaluate(op, [x, routing], {f"{op.name}.weight": weight})
+    for sample, expert in enumerate((1, 3)):
+        plain = reference.conv2d(x[sample : sample + 1], weight[expert], None, op.stride, op.groups, op.pads)
+        np.testing.assert_allclose(ours[sample : sample + 1], plain, rtol=1e-12, atol=1e-12)
+    mixed = reference._evaluate(op, [x[:1], np.full((1, op.experts), 0.5)], {f"{op.name}.weight": weight})
+    expected = reference.conv2d(x[:1], 0.5 * weight.sum(0), None, op.stride, op.groups, op.pads)
+    np.testing.assert_allclose(mixed, expected, rtol=1e-10, atol=1e-10)
+    assert op_macs(op) == math.prod(op.expert_shape) * (op.out_shape[1] * op.out_shape[2] + op.experts)
+
+
+def test_edgetpu_blocks_stride_on_the_projection() -> None:
+    """tensorflow/tpu MBConvBlockWithoutDepthwise: k x k expansion at stride 1, 1x1 projection at the stride."""
+    ops = {op.name: op for op in lower(specdsl.load(SPECS / "es.spec")).ops}
+    spatial, project = ops["stages.1.0.spatial.conv"], ops["stages.1.0.project.conv"]
+    assert (spatial.kernel, spatial.stride, spatial.out_shape[1:]) == (3, 1, (112, 112))
+    assert (project.kernel, project.stride, project.out_shape[1:]) == (1, 2, (56, 56))
+
+
+def test_mobilenetv3_head_pools_first() -> None:
+    net = lower(specdsl.load(SPECS / "mobilenetv3_large_100.spec"))
+    names = [op.name for op in net.ops]
+    head = names[names.index("head.pool") :]
+    assert head == ["head.pool", "head.conv", "head.act", "head.flatten", "head.dropout", "classifier"]
+    ops = {op.name: op for op in net.ops}
+    assert ops["head.conv"].bias and ops["head.conv"].in_shape == (960, 1, 1) and "head.bn" not in ops
+    assert net.features == names[names.index("head.pool") - 1]  # the last block's output
+    assert ops["stages.2.0.se.gate"].function == "hard_sigmoid" and ops["stages.2.0.se.act"].function == "relu"

@@ -37,34 +37,89 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def conv_padding(op: OpSpec) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """A conv op's pads as (padding inside the conv, explicit ``F.pad`` before it): inside where they are
+    symmetric and fixed, else explicit."""
+    top, bottom, left, right = op["pads"]
+    if not op["dynamic_padding"] and top == bottom and left == right:
+        return (top, left), (0, 0, 0, 0)
+    return (0, 0), (left, right, top, bottom)
+
+
+def pad_input(
+    x: torch.Tensor, pad: tuple[int, ...], op_input_hw: tuple[int, ...], dynamic: bool, kernel: int, stride: int
+) -> torch.Tensor:
+    """``F.pad`` with a conv's explicit pad, recomputed as TF SAME when the op has ``dynamic_padding`` and the
+    input is not the size the network was lowered at."""
+    if dynamic and tuple(x.shape[-2:]) != op_input_hw:
+        pad = (*same_padding(x.shape[-1], kernel, stride), *same_padding(x.shape[-2], kernel, stride))
+    return F.pad(x, pad) if any(pad) else x
+
+
 class Conv(nn.Conv2d):
     """A conv op: the lowering's pads inside the conv where they are symmetric and fixed, else an explicit
     ``F.pad`` (recomputed as TF SAME for an input of another size when the op has ``dynamic_padding``)."""
 
     def __init__(self, op: OpSpec) -> None:
-        top, bottom, left, right = op["pads"]
-        inside = not op["dynamic_padding"] and top == bottom and left == right
+        inside, self.static_pad = conv_padding(op)
         super().__init__(
             op["in_channels"],
             op["out_channels"],
             op["kernel"],
             op["stride"],
-            padding=(top, left) if inside else 0,
+            padding=inside,
             groups=op["groups"],
             bias=op["bias"],
         )
         self.dynamic_padding: bool = op["dynamic_padding"]
         self.input_hw = tuple(op["in_shape"][1:])
-        self.static_pad = (0, 0, 0, 0) if inside else (left, right, top, bottom)  # F.pad's order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.static_pad
-        if self.dynamic_padding and tuple(x.shape[-2:]) != self.input_hw:
-            kernel, stride = self.kernel_size[0], self.stride[0]
-            pad = (*same_padding(x.shape[-1], kernel, stride), *same_padding(x.shape[-2], kernel, stride))
-        if any(pad):
-            x = F.pad(x, pad)
+        x = pad_input(x, self.static_pad, self.input_hw, self.dynamic_padding, self.kernel_size[0], self.stride[0])
         return super().forward(x)
+
+
+class CondConv(nn.Module):
+    """A cond_conv op: each sample's kernel is its routing-weighted sum of the expert kernels; the batch runs as
+    one conv with ``groups * batch`` groups, samples side by side along channels (as gen-efficientnet does)."""
+
+    def __init__(self, op: OpSpec) -> None:
+        super().__init__()
+        self.inside, self.static_pad = conv_padding(op)
+        self.stride: int = op["stride"]
+        self.groups: int = op["groups"]
+        self.out_channels: int = op["out_channels"]
+        self.dynamic_padding: bool = op["dynamic_padding"]
+        self.input_hw = tuple(op["in_shape"][1:])
+        kernel = op["kernel"]
+        per_group = op["in_channels"] // op["groups"]
+        self.weight = nn.Parameter(torch.empty(op["experts"], op["out_channels"], per_group, kernel, kernel))
+
+    def forward(self, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        kernel = self.weight.shape[-1]
+        x = pad_input(x, self.static_pad, self.input_hw, self.dynamic_padding, kernel, self.stride)
+        batch, channels, height, width = x.shape
+        mixed = (routing @ self.weight.flatten(1)).reshape(batch * self.out_channels, *self.weight.shape[2:])
+        out = F.conv2d(
+            x.reshape(1, batch * channels, height, width), mixed, None, self.stride, self.inside, 1, self.groups * batch
+        )
+        return out.reshape(batch, self.out_channels, *out.shape[2:])
+
+
+class Slice(nn.Module):
+    """Channels ``start:stop``: one group of a split conv."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start : self.stop]
+
+
+class Concat(nn.Module):
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return torch.cat(parts, 1)
 
 
 class GlobalAvgPool(nn.Module):
@@ -131,6 +186,9 @@ OP_MODULES: dict[str, Callable[[OpSpec], nn.Module]] = {
     "drop_path": lambda op: DropPath(op["rate"]),
     "dropout": lambda op: nn.Dropout(op["rate"]),
     "linear": lambda op: nn.Linear(op["in_features"], op["out_features"], bias=op["bias"]),
+    "cond_conv": CondConv,
+    "slice": lambda op: Slice(op["start"], op["stop"]),
+    "concat": lambda op: Concat(),
 }
 
 
@@ -302,8 +360,8 @@ class EfficientNet(nn.Module):
     def reset_parameters(self, seed: int = 0) -> None:
         """Reference init, reproducible from ``seed`` alone (a private generator; global RNG untouched).
 
-        conv: N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups; linear: U(+-1/sqrt(out)); biases 0;
-        BN: weight 1, bias 0, fresh running stats.
+        conv and each CondConv expert: N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups;
+        linear: U(+-1/sqrt(out)); biases 0; BN: weight 1, bias 0, fresh running stats.
         """
         generator = torch.Generator().manual_seed(seed)
         for module in self.modules():
@@ -313,6 +371,9 @@ class EfficientNet(nn.Module):
                 nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, CondConv):  # every expert as a conv of its shape
+                fan_out = module.weight.shape[-1] ** 2 * module.out_channels // module.groups
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
             elif isinstance(module, nn.Linear):
                 bound = 1.0 / math.sqrt(module.out_features)
                 nn.init.uniform_(module.weight, -bound, bound, generator=generator)
@@ -322,7 +383,7 @@ class EfficientNet(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> EfficientNet:
-        """Fold every BN the lowering marks foldable into its conv, store weights channels_last and switch to
+        """Fold every BN the lowering marks foldable into its conv, store conv weights channels_last and switch to
         eval: inference only.
 
         channels_last lets the CPU convolutions skip layout conversions (benchmarks/results_torch.md:
@@ -339,7 +400,10 @@ class EfficientNet(nn.Module):
                 setattr(parent, attr, nn.Identity())
         self.fused = True
         self._compile()
-        return self.to(memory_format=torch.channels_last).eval()
+        for module in self.modules():  # conv kernels only: a CondConv's (experts, O, I, k, k) weight has no such layout
+            if isinstance(module, nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+        return self.eval()
 
 
 def _run_segment(segment: _Segment, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

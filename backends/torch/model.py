@@ -46,12 +46,7 @@ def build(
     with torch.device("meta"):
         model = EfficientNet(network_json(ir), memory_efficient=memory_efficient)
     if not meta:
-        state = None
-        if isinstance(weights, str | Path):
-            state = canonical.load(weights, ir)
-        elif weights is not None:
-            state = dict(weights)
-            canonical.validate(state, ir)
+        state = canonical.read(weights, ir)
         tensors = None if state is None else {name: torch.as_tensor(value) for name, value in state.items()}
         model = materialize(model, tensors, seed)
         if device is not None:

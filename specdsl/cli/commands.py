@@ -1,19 +1,27 @@
-"""One function per `specdsl` subcommand. Each returns an exit code; user errors raise SpecError."""
+"""One function per `specdsl` subcommand. Each returns an exit code; user errors raise SpecError.
+
+Every file a command writes goes through `specdsl.cli.files` (staged, published atomically, never
+clobbering without --force); every table a command prints has a ``--json`` form with numbers as numbers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from specdsl import api
-from specdsl.cli.files import staged_directory, write_text
+from specdsl import api, limits
+from specdsl.cli import inputs
+from specdsl.cli.files import staged_output, write_file
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
-from specdsl.frontend.loader import find_spec, library_specs, read_spec_text
+from specdsl.frontend.loader import find_spec, library_families, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report, layer_rows
@@ -21,18 +29,41 @@ from specdsl.passes.lower import lower
 from specdsl.training.schedule import schedule_of
 
 
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def summary(ir: ModelIR, report: Report) -> dict[str, Any]:
+    """One network in a line: what `list`, `check` and `scale` report."""
+    return {
+        "name": ir.name,
+        "dialect": ir.spec.dialect.value,
+        "resolution": ir.resolution,
+        "blocks": report.blocks,
+        "params": report.params,
+        "macs": report.macs,
+    }
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
+    results = []
     for path in args.specs:
         try:
-            ir = api.load(path)
+            ir = inputs.load(path, args.root)
         except SpecError as error:
-            print(error, file=sys.stderr)
+            if not args.json:
+                print(error, file=sys.stderr)
             failed += 1
+            where = {"path": error.path, "line": error.line, "column": error.column}
+            results.append({"spec": path, "ok": False, "error": {"message": error.message, **where}})
             continue
         report = api.analyze(ir)
-        if not args.quiet:
+        results.append({"spec": path, "ok": True, **summary(ir, report)})
+        if not args.quiet and not args.json:
             print(f"ok  {path}  {ir.name}: {report.blocks} blocks, {report.params:,} params, {human(report.macs)} MACs")
+    if args.json:
+        _print_json(results)
     if failed:
         print(f"{failed} of {len(args.specs)} spec(s) failed", file=sys.stderr)
         return 2
@@ -40,31 +71,47 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    shipped = library_specs()
     rows = []
-    for name, path in library_specs().items():
-        ir = api.load(path)
-        report = api.analyze(ir)
-        rows.append([name, ir.name, ir.spec.dialect.value, ir.resolution, report.blocks, f"{report.params:,}",
-                     human(report.macs)])  # fmt: skip
+    for family, names in library_families().items():
+        for name in names:
+            ir = api.load(shipped[name])
+            rows.append({"family": family, "spec": name, **summary(ir, api.analyze(ir))})
     if args.json:
-        keys = ["spec", "name", "dialect", "resolution", "blocks", "params", "macs"]
-        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
-    else:
-        print(table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], rows, align="lllrrrr"))
+        _print_json(rows)
+        return 0
+    for family in library_families():
+        cells = [[r["spec"], r["name"], r["dialect"], r["resolution"], r["blocks"], f"{r['params']:,}",
+                  human(r["macs"])] for r in rows if r["family"] == family]  # fmt: skip
+        print(family)
+        print(table(["spec", "name", "dialect", "res", "blocks", "params", "MACs"], cells, align="lllrrrr"))
+        print()
     return 0
 
 
+def _analyze_with_flags(ir: ModelIR, args: argparse.Namespace) -> Report:
+    """`info`'s analysis; out-of-range --resolution / --batch-size are reported against the flags."""
+    inputs.check_range("--resolution", args.resolution, limits.MIN_RESOLUTION, limits.MAX_RESOLUTION, " pixels")
+    inputs.check_range("--batch-size", args.batch_size, 1, limits.MAX_BATCH)
+    with inputs.blamed_on(inputs.flags(("--resolution", args.resolution))):
+        return api.analyze(ir, batch_size=args.batch_size, dtype=args.dtype, resolution=args.resolution)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    ir = api.load(args.spec)
-    report = api.analyze(ir, batch_size=args.batch_size, dtype=args.dtype, resolution=args.resolution)
+    if args.plot and Path(args.plot).suffix.lower() != ".svg":
+        raise SpecError(
+            "the --plot chart is SVG: name a .svg file", path=f"--plot {args.plot}", hint="`specdsl plot` draws png/pdf"
+        )
+    ir = inputs.load(args.spec, args.root)
+    report = _analyze_with_flags(ir, args)
     layers = layer_rows(lower(api.at_resolution(ir, args.resolution))) if args.layers else None
     if args.json:
         data = report.model_dump(mode="json")
-        if layers is not None:
-            data["layers"] = [row.model_dump(mode="json") for row in layers]
         if args.schedule:
             data["schedule"] = [stage.to_json() for stage in schedule_of(ir)]
-        print(json.dumps(data, indent=2))
+        if layers is not None:
+            data["layers"] = [row.model_dump(mode="json") for row in layers]
+        _print_json(data)
     else:
         print(report_table(report))
         if layers is not None:
@@ -76,7 +123,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.plot:
         from specdsl.cli.plot import report_svg
 
-        write_text(Path(args.plot), report_svg(report), force=True)
+        write_file(args.plot, report_svg(report), force=args.force)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
@@ -104,49 +151,66 @@ def parse_count(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r} (examples: 2e9, 2G, 500M)") from None
 
 
-def _comparison(base: Report, scaled: Report, base_ir: ModelIR, scaled_ir: ModelIR) -> str:
-    def pair(label: str, a: object, b: object) -> list[object]:
-        return [label, a, b]
-
-    rows = [
-        pair("name", base_ir.name, scaled_ir.name),
-        pair("width", f"{base_ir.spec.scaling.width:.4g}", f"{scaled_ir.spec.scaling.width:.4g}"),
-        pair("depth", f"{base_ir.spec.scaling.depth:.4g}", f"{scaled_ir.spec.scaling.depth:.4g}"),
-        pair("resolution", base_ir.resolution, scaled_ir.resolution),
-        pair("train resolution", base_ir.train_resolution, scaled_ir.train_resolution),
-        pair("blocks", base.blocks, scaled.blocks),
-        pair("params", f"{base.params:,}", f"{scaled.params:,}"),
-        pair("MACs", human(base.macs), human(scaled.macs)),
+def _comparison(base: Report, scaled: Report, base_ir: ModelIR, scaled_ir: ModelIR) -> list[list[object]]:
+    rows: list[list[object]] = [
+        ["name", base_ir.name, scaled_ir.name],
+        ["width", base_ir.spec.scaling.width, scaled_ir.spec.scaling.width],
+        ["depth", base_ir.spec.scaling.depth, scaled_ir.spec.scaling.depth],
+        ["resolution", base_ir.resolution, scaled_ir.resolution],
+        ["train resolution", base_ir.train_resolution, scaled_ir.train_resolution],
+        ["blocks", base.blocks, scaled.blocks],
+        ["params", base.params, scaled.params],
+        ["MACs", base.macs, scaled.macs],
     ]
     for b, s in zip(base.stages, scaled.stages, strict=True):
-        rows.append(pair(b.name, f"{b.blocks} x {b.out_channels}", f"{s.blocks} x {s.out_channels}"))
-    return table(["", "base", "scaled"], rows, align="lrr")
+        rows.append([b.name, f"{b.blocks} x {b.out_channels}", f"{s.blocks} x {s.out_channels}"])
+    return rows
+
+
+def _comparison_table(rows: list[list[object]]) -> str:
+    def cell(label: object, value: object) -> object:
+        if label == "params":
+            return f"{value:,}"
+        if label == "MACs":
+            return human(float(value))  # type: ignore[arg-type]
+        return f"{value:.4g}" if isinstance(value, float) else value
+
+    return table(["", "base", "scaled"], [[r[0], cell(r[0], r[1]), cell(r[0], r[2])] for r in rows], align="lrr")
+
+
+#: `scale`'s flags, named as `api.scale` names its arguments.
+_SCALE_OPTIONS = ("phi", "width", "depth", "resolution", "target_macs", "train_resolution", "dropout", "name")
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    base = api.load(args.spec)
-    scaled = api.scale(
-        base,
-        phi=args.phi,
-        width=args.width,
-        depth=args.depth,
-        resolution=args.resolution,
-        target_macs=args.target_macs,
-        train_resolution=args.train_resolution,
-        dropout=args.dropout,
-        name=args.name,
-    )
-    how = " ".join(sys.argv[1:]) if sys.argv[1:2] == ["scale"] else f"specdsl.scale of {args.spec}"
+    base = inputs.load(args.spec, args.root)
+    settings = {key: getattr(args, key) for key in _SCALE_OPTIONS}
+    with inputs.blamed_on(inputs.flags(*((f"--{key.replace('_', '-')}", value) for key, value in settings.items()))):
+        scaled = api.scale(base, **settings)
+    source = args.spec if args.spec not in (None, inputs.STDIN) else "<stdin>"
+    how = " ".join(sys.argv[1:]) if sys.argv[1:2] == ["scale"] else f"specdsl.scale of {source}"
     text = render_document(scaled.spec, header=[f"Generated by: specdsl {how}", f"Base: {base.name}"])
     if api.loads(text, str(args.output or "<scaled>")).network() != scaled.network():
         raise RuntimeError("scaled spec does not re-parse to the same network")  # a bug, not bad input
-    comparison = _comparison(api.analyze(base), api.analyze(scaled), base, scaled)
-    if args.output is None:
-        print(comparison, file=sys.stderr)
+    base_report, scaled_report = api.analyze(base), api.analyze(scaled)
+    rows = _comparison(base_report, scaled_report, base, scaled)
+    if args.output is not None:
+        write_file(args.output, text, force=args.force)
+    if args.json:
+        data: dict[str, Any] = {
+            "base": summary(base, base_report),
+            "scaled": summary(scaled, scaled_report),
+            "comparison": [{"": r[0], "base": r[1], "scaled": r[2]} for r in rows],
+            "written": args.output,
+        }
+        if args.output is None:
+            data["spec"] = text
+        _print_json(data)
+    elif args.output is None:
+        print(_comparison_table(rows), file=sys.stderr)
         sys.stdout.write(text)
     else:
-        write_text(Path(args.output), text, force=args.force)
-        print(comparison)
+        print(_comparison_table(rows))
         print(f"wrote {args.output}")
     return 0
 
@@ -155,7 +219,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     unformatted = 0
     for argument in args.specs:
         path = str(find_spec(argument))
-        api.load(path)  # only valid specs are formatted
+        inputs.load(path, args.root)  # only valid specs are formatted
         text = read_spec_text(Path(path), path)
         formatted = format_raw(parse_text(text, path))
         if args.check:
@@ -164,7 +228,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                 unformatted += 1
         elif args.write:
             if formatted != text:
-                write_text(Path(path), formatted, force=True)
+                write_file(os.path.realpath(path), formatted, force=True)  # through a link: the file it names
                 print(f"reformatted {path}")
         else:
             sys.stdout.write(formatted)
@@ -175,7 +239,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from specdsl.spec import SpecDocument
 
     model = SpecDocument if args.document else ModelIR
-    print(json.dumps(model.model_json_schema(), indent=2))
+    _print_json(model.model_json_schema())
     return 0
 
 
@@ -193,22 +257,77 @@ def _read_weights(path: str, ir: ModelIR) -> object:
         raise SpecError(f"not a readable safetensors file ({error})", path=path) from None
 
 
+def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, object]:
+    """The backend options the user gave (a flag left at its default is not passed); one the backend does not
+    have is a diagnostic, before any work."""
+    from specdsl.backends import unsupported_options
+
+    given = {
+        "deploy": args.deploy,
+        "export": args.export,
+        "dtype": args.dtype,
+        "dynamic_size": args.dynamic_size,
+        "opset": args.opset,
+        "keep_bn": args.keep_bn,
+    }
+    options = {name: value for name, value in given.items() if value is not None and value is not False}
+    unsupported = unsupported_options(backend, options)
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise SpecError(f"the {args.backend} backend has no option {flags}")
+    return options
+
+
+def _directory_name(name: str) -> str:
+    """A model name as one plain path component (`build/<name>` must stay inside `build/`)."""
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", name).strip("._") or "model"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
-    ir = api.load(args.spec)
-    out_dir = Path(args.output or f"build/{ir.name}")
+    options = _backend_options(args, backend)
+    exports = getattr(backend, "EXPORTS", ())
+    if args.export is not None and args.export not in exports:
+        raise SpecError(f"backend '{args.backend}' cannot export {args.export!r}; it exports: {', '.join(exports)}")
+    inputs.check_range("--seed", args.seed, 0, 2**63 - 1)
+    ir = inputs.load(args.spec, args.root)
+    out_dir = Path(args.output or Path("build", _directory_name(ir.name)))
     weights = _read_weights(args.weights, ir) if args.weights else None
-    options = {"weights": weights, "seed": args.seed, "deploy": args.deploy, "export": args.export}
+    options = {"weights": weights, "seed": args.seed, **options}
     report = api.analyze(ir)
-    print(f"building {ir.name} ({report.params:,} params) for {args.backend} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    with staged_directory(out_dir, force=args.force) as staging:
-        written = backend.emit(ir, staging, **options)
+    with staged_output(out_dir, force=args.force) as staging:
+        print(f"building {ir.name} ({report.params:,} params) for {args.backend} ...", file=sys.stderr, flush=True)
+        emitted = backend.emit(ir, staging.path, **options)
+    # The backend's order (module, weights, program), then anything else it wrote.
+    written = [out_dir / Path(path).relative_to(staging.path) for path in emitted]
+    written += [path for path in staging.published if path not in written]
     print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.json:
+        _print_json({"report": report.model_dump(mode="json"), "written": [str(path) for path in written]})
+        return 0
     print(report_table(report))
     print()
     for path in written:
-        print(f"wrote {out_dir / Path(path).name}")
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from specdsl.cli import diagram
+
+    image_format = diagram.image_format(args.output)
+    ir = inputs.load(args.spec, args.root)
+    if args.scaling:
+        figure, drawn = diagram.scaling_figure(ir, diagram.family(ir))
+    else:
+        figure, drawn = diagram.architecture_figure(ir, api.analyze(ir), by=args.by)
+    data = diagram.render(figure, image_format)
+    write_file(args.output, data, force=args.force)
+    if args.json:
+        _print_json({"written": args.output, **drawn})
+    else:
+        print(f"wrote {args.output}")
     return 0

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (a located diagnostic, no traceback),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,8 +22,29 @@ _EPILOG = """examples:
   specdsl info specs/v2_s.spec
   specdsl scale specs/b0.spec --phi 3 -o my_b3.spec
   specdsl build specs/b0.spec --backend torch -o build/b0
+  specdsl build specs/b0.spec --backend onnx -o build/b0-onnx --weights b0.safetensors
+  specdsl plot v2_s -o v2_s.png
   specdsl train specs/digits_tiny.spec -o runs/digits
 """
+
+
+def _spec_options() -> argparse.ArgumentParser:
+    """Options of every command that loads specs."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also let `extends` reach specs under DIR (repeatable; see docs/language.md)",
+    )
+    return common
+
+
+def _output_options(what: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--force", action="store_true", help=f"replace existing {what} (nothing else is touched)")
+    return common
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,43 +56,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"specdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    specs = _spec_options()
+    json_help = "print JSON (numbers as numbers)"
 
-    check = sub.add_parser("check", help="parse and validate specs", description="Parse and validate spec files.")
+    check = sub.add_parser(
+        "check", parents=[specs], help="parse and validate specs", description="Parse and validate spec files."
+    )
     check.add_argument("specs", nargs="+", metavar="SPEC")
     check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    check.add_argument("--json", action="store_true", help=json_help)
     check.set_defaults(run=commands.cmd_check)
 
     listing = sub.add_parser(
         "list", help="the shipped spec library", description="List the shipped specs (usable by name: b0, v2_s)."
     )
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help=json_help)
     listing.set_defaults(run=commands.cmd_list)
 
     info = sub.add_parser(
-        "info", help="per-stage table of blocks, channels, params and MACs", description="Analyse a spec from its IR."
+        "info",
+        parents=[specs, _output_options("the --plot file")],
+        help="per-stage table of blocks, channels, params and MACs",
+        description="Analyse a spec from its IR.",
     )
-    info.add_argument("spec", metavar="SPEC")
+    info.add_argument("spec", metavar="SPEC", help="a spec file, a shipped spec's name, or - for stdin")
     info.add_argument("--json", action="store_true", help="print the full report as JSON")
     info.add_argument("--resolution", type=int, help="analyse at this input size (default: the spec's)")
     info.add_argument("--batch-size", type=int, default=1, help="batch size for activation memory (default: 1)")
     info.add_argument(
         "--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"], help="default: float32"
     )
-    info.add_argument("--schedule", action="store_true", help="also print the progressive-learning schedule")
-    info.add_argument("--layers", action="store_true", help="also print every layer of the lowered network")
+    info.add_argument("--schedule", action="store_true", help="also give the progressive-learning schedule")
+    info.add_argument("--layers", action="store_true", help="also give every layer of the lowered network")
     info.add_argument("--plot", metavar="FILE.svg", help="also draw params and MACs per stage as an SVG chart")
     info.set_defaults(run=commands.cmd_info)
 
     scale = sub.add_parser(
         "scale",
+        parents=[specs, _output_options("an existing output file")],
         help="derive a scaled variant as a standalone spec",
         description=(
             "Derive a scaled variant. Give --phi, or explicit --width/--depth/--resolution, or --target-macs. "
             "--width and --depth multiply the spec's current multipliers; resolutions are pixels. Without -o the "
-            "spec goes to stdout and the comparison table to stderr."
+            "spec goes to stdout and the comparison table to stderr. Without SPEC (or with -), the spec is read "
+            "from stdin: `specdsl fmt b0 | specdsl scale --phi 3`."
         ),
     )
-    scale.add_argument("spec", metavar="SPEC")
+    scale.add_argument(
+        "spec", metavar="SPEC", nargs="?", help="a spec file, a shipped spec's name (b0, v2_s), or - for stdin"
+    )
     mode = scale.add_argument_group("scaling (choose one way)")
     mode.add_argument("--phi", type=float, help="compound coefficient: depth alpha^phi, width beta^phi, res gamma^phi")
     mode.add_argument("--width", type=float, help="width multiplier")
@@ -82,10 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     extra.add_argument("--dropout", type=float, help="head dropout of the new variant")
     extra.add_argument("--name", help="name of the new variant (default: the base name)")
     scale.add_argument("-o", "--output", help="write the spec here (default: stdout)")
-    scale.add_argument("--force", action="store_true", help="overwrite an existing output")
+    scale.add_argument("--json", action="store_true", help="print the comparison (and the spec, without -o) as JSON")
     scale.set_defaults(run=commands.cmd_scale)
 
-    fmt = sub.add_parser("fmt", help="canonical formatting", description="Print specs in canonical layout.")
+    fmt = sub.add_parser(
+        "fmt", parents=[specs], help="canonical formatting", description="Print specs in canonical layout."
+    )
     fmt.add_argument("specs", nargs="+", metavar="SPEC")
     how = fmt.add_mutually_exclusive_group()
     how.add_argument("-w", "--write", action="store_true", help="rewrite files in place")
@@ -98,20 +134,54 @@ def _parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser(
         "build",
+        parents=[specs, _output_options("the files this build writes")],
         help="emit a model for a backend",
-        description="Translate a spec for a backend and write the model files (atomically).",
+        description=(
+            "Translate a spec for a backend and write the model files into a directory (created if missing; "
+            "an existing directory is fine). Files already there are replaced only with --force, and only the "
+            "ones the build writes; all files are written or none."
+        ),
     )
-    build.add_argument("spec", metavar="SPEC")
-    build.add_argument("--backend", required=True, help="torch (keras and onnx are planned)")
+    build.add_argument("spec", metavar="SPEC", help="a spec file, a shipped spec's name, or - for stdin")
+    build.add_argument("--backend", required=True, help="torch, keras or onnx")
     build.add_argument("-o", "--output", help="output directory (default: build/<name>)")
     build.add_argument("--weights", help="canonical safetensors weights to load (default: seeded random init)")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     build.add_argument("--deploy", action="store_true", help="fold batch norm into convolutions")
-    build.add_argument("--export", choices=["pt2"], help="also write a torch.export program")
-    build.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    build.add_argument(
+        "--export",
+        help="also export: pt2 (torch: a torch.export program, any batch size at the spec's resolution), "
+        "saved_model (keras)",
+    )
+    build.add_argument("--json", action="store_true", help="print the report and the files written as JSON")
+    onnx = build.add_argument_group("onnx backend")
+    onnx.add_argument(
+        "--dtype", choices=["float32", "float16"], help="float16: weights and arithmetic, float32 input/output"
+    )
+    onnx.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
+    onnx.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}", help="ONNX opset (default: 18)")
+    onnx.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes (default: folded)")
     build.set_defaults(run=commands.cmd_build)
 
     train.add_parser(sub)
+
+    plot = sub.add_parser(
+        "plot",
+        parents=[specs, _output_options("the output file")],
+        help="draw the architecture (or the scaling curve) as svg, png or pdf",
+        description=(
+            "Draw a block-level architecture diagram: the stem, one box per stage (kind, kernel, expansion, SE, "
+            "channels, feature-map size) drawn to scale by MACs or params, then the head. With --scaling, draw "
+            "params and MACs against phi for the spec's scaling rule, with the shipped variants marked. "
+            "The format follows the file name: .svg, .png or .pdf. Needs matplotlib: pip install 'specdsl[plot]'."
+        ),
+    )
+    plot.add_argument("spec", metavar="SPEC", help="a spec file, a shipped spec's name, or - for stdin")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE", help="arch.svg, arch.png or arch.pdf")
+    plot.add_argument("--scaling", action="store_true", help="draw the scaling curve instead of the architecture")
+    plot.add_argument("--by", choices=["macs", "params"], default="macs", help="box widths to scale (default: macs)")
+    plot.add_argument("--json", action="store_true", help="print what was drawn as JSON")
+    plot.set_defaults(run=commands.cmd_plot)
     return parser
 
 
@@ -121,14 +191,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a full disk or closed pipe behind stdout is reported here, not at exit
+        return code
     except (SpecError, BackendUnavailable) as error:
         print(error if isinstance(error, SpecError) else f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `specdsl info b0 | head -1`: not an error; keep Python quiet at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as error:  # writing to stdout/stderr redirected to a full or failing file
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception:  # a bug: show it
         import traceback
 

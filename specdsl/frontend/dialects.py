@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lark.exceptions import UnexpectedInput
 
 from specdsl import limits
-from specdsl.errors import SourceSpan, SpecError
+from specdsl.errors import SourceSpan, SpecError, excerpt, shorten
 from specdsl.frontend.syntax import block_parser
 from specdsl.spec import StageArgs
 from specdsl.vocabulary import Activation, BlockKind, Dialect
@@ -42,8 +42,8 @@ class _Context:
 
     def error(self, message: str, option: Option | None = None, hint: str | None = None) -> SpecError:
         offset = option.offset if option else 0
-        shown = f"{option.key}{option.value or ''}" if option else self.text
-        where = self.span.model_copy(update={"column": self.span.column + offset, "text": self.text})
+        shown = shorten(f"{option.key}{option.value or ''}" if option else self.text)
+        where = self.span.model_copy(update={"column": self.span.column + offset, "text": excerpt(self.text, offset)})
         detail = f"{message} (in {self.dialect.value} block string, at '{shown}')"
         return SpecError(detail, where, hint=hint)
 
@@ -66,7 +66,7 @@ class _Context:
         if option.value is None or not option.value.isdigit():
             raise self.error(f"'{key}' needs a whole number", option)
         if len(option.value) > 9 or int(option.value) > upper:
-            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper}", option)
+            raise self.error(f"'{shorten(key + option.value)}' exceeds the limit of {upper}", option)
         return int(option.value)
 
     def number(self, key: str, *, upper: float) -> float | None:
@@ -77,7 +77,7 @@ class _Context:
             raise self.error(f"'{key}' needs a number", option)
         value = float(option.value)
         if value > upper:
-            raise self.error(f"'{key}{option.value}' exceeds the limit of {upper:g}", option)
+            raise self.error(f"'{shorten(key + option.value)}' exceeds the limit of {upper:g}", option)
         return value
 
     def reject_unknown(self, known: set[str]) -> None:
@@ -94,7 +94,9 @@ class _Context:
                 raise self._unknown(option)
 
     def _unknown(self, option: Option) -> SpecError:
-        return self.error(f"unknown option '{option.key}'", option, hint=_dialect_hint(option.key, self.dialect))
+        return self.error(
+            f"unknown option '{shorten(option.key)}'", option, hint=_dialect_hint(option.key, self.dialect)
+        )
 
 
 def _split(text: str, span: SourceSpan) -> list[Option]:
@@ -102,15 +104,17 @@ def _split(text: str, span: SourceSpan) -> list[Option]:
         tree = block_parser().parse(text)
     except UnexpectedInput as exc:
         column = span.column + max(exc.column - 1, 0)
-        where = span.model_copy(update={"column": column, "text": text})
+        where = span.model_copy(update={"column": column, "text": excerpt(text, exc.column - 1)})
         raise SpecError("malformed block string: options are key+number joined by '_'", where) from None
     options: list[Option] = []
     for node in tree.children:
         key_token, *value = node.children
         option = Option(str(key_token), str(value[0]) if value else None, (key_token.column or 1) - 1)
         if any(seen.key == option.key for seen in options):
-            where = span.model_copy(update={"column": span.column + option.offset, "text": text})
-            raise SpecError(f"option '{option.key}' given twice", where)
+            where = span.model_copy(
+                update={"column": span.column + option.offset, "text": excerpt(text, option.offset)}
+            )
+            raise SpecError(f"option '{shorten(option.key)}' given twice", where)
         options.append(option)
     return options
 
@@ -125,6 +129,8 @@ def _dialect_hint(key: str, dialect: Dialect) -> str | None:
         "ir": "timm",
         "er": "timm",
         "cn": "timm",
+        "a": "timm",
+        "fc": "timm",
     }
     owner = owners.get(key)
     if owner and dialect.value not in owner:
@@ -135,20 +141,36 @@ def _dialect_hint(key: str, dialect: Dialect) -> str | None:
 # --------------------------------------------------------------------------- common checks
 
 
-def _kernel(ctx: _Context) -> int:
-    option = ctx.take("k")
+def _kernel_list(ctx: _Context, key: str) -> list[int] | None:
+    """A kernel option's value: one number, or a dotted list (timm's mixed kernels ``k3.5.7``, ``a1.1``)."""
+    option = ctx.take(key)
     if option is None:
-        raise ctx.error("missing required option 'k' (kernel)")
-    if option.value is None or not option.value.replace(".", "").isdigit():
-        raise ctx.error("'k' needs a whole number", option)
-    if "." in option.value:
-        raise ctx.error("mixed kernels (k3.5.7) are not supported", option)
-    if len(option.value) > 3 or int(option.value) > limits.MAX_KERNEL:
+        return None
+    if option.value is None:
+        raise ctx.error(f"'{key}' needs a whole number", option)
+    parts = option.value.split(".")
+    if len(parts) > limits.MAX_CONV_GROUPS:
+        raise ctx.error(f"'{key}' lists more than {limits.MAX_CONV_GROUPS} kernels", option)
+    if any(len(part) > 3 or int(part) > limits.MAX_KERNEL for part in parts):
         raise ctx.error(f"kernel exceeds the limit of {limits.MAX_KERNEL}", option)
-    kernel = int(option.value)
-    if kernel % 2 == 0:
-        raise ctx.error(f"kernel must be odd, got {kernel}", option)
-    return kernel
+    kernels = [int(part) for part in parts]
+    if len(kernels) > 1 and ctx.dialect is not Dialect.TIMM:
+        raise ctx.error(f"mixed kernels ({key}3.5.7) are timm dialect syntax", option)
+    return kernels
+
+
+def _kernels(ctx: _Context) -> list[int]:
+    kernels = _kernel_list(ctx, "k")
+    if kernels is None:
+        raise ctx.error("missing required option 'k' (kernel)")
+    for kernel in kernels:
+        if kernel % 2 == 0:
+            raise ctx.error(f"kernel must be odd, got {kernel}", ctx.take("k"))
+    return kernels
+
+
+def _kernel(ctx: _Context) -> int:
+    return _kernels(ctx)[0]
 
 
 def _repeats(ctx: _Context) -> int:
@@ -254,8 +276,9 @@ def _decode_tf(ctx: _Context, *, stride_digits: int, conv_types: dict[int, Block
 
 _TF_CONV_TYPES: dict[Dialect, dict[int, str]] = {
     Dialect.TPU: {
-        1: "tensorflow/tpu conv type c1 ('MBConv without depthwise', EfficientNet-EdgeTPU) is not supported; "
-        "for Fused-MBConv use dialect automl, where c1 means Fused-MBConv",
+        1: "tensorflow/tpu conv type c1 ('MBConv without depthwise', EfficientNet-EdgeTPU) is not supported here; "
+        "write it in dialect timm as er_ blocks with defaults { fused_stride = project } (specs/es.spec), "
+        "or for EfficientNetV2's Fused-MBConv use dialect automl, where c1 means Fused-MBConv",
     },
     Dialect.AUTOML: {},
 }
@@ -269,7 +292,8 @@ def _decode_tpu(ctx: _Context) -> StageArgs:
     for key, meaning in (("f", "fused conv"), ("p", "super-pixel"), ("cc", "CondConv")):
         option = ctx.take(key)
         if option is not None and option.value != "0":  # an explicit 0 is tpu's default: accepted
-            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option)
+            hint = "dialect timm writes CondConv as cc<experts> (specs/cc_b0_4e.spec)" if key == "cc" else None
+            raise ctx.error(f"tensorflow/tpu option '{key}' ({meaning}) is not supported", option, hint=hint)
     return _decode_tf(ctx, stride_digits=2, conv_types={0: BlockKind.MBCONV})
 
 
@@ -282,13 +306,41 @@ _TIMM_ACTIVATIONS = {
     "nhs": Activation.HARD_SWISH,
     "nsw": Activation.SILU,
 }
-_TIMM_UNSUPPORTED = {
-    "a": "grouped 1x1 expansion (a)",
-    "p": "grouped 1x1 projection (p)",
-    "fc": "forced in-channels (fc)",
-    "cc": "CondConv (cc)",
-    "gs": "group size (gs)",
-}
+_TIMM_UNSUPPORTED = {"gs": "group size (gs)"}
+#: Options only some timm block types take (as gen-efficientnet's _decode_block_str reads them).
+_TIMM_OPTION_TYPES = {"a": ("ir",), "p": ("ir", "ds", "er"), "fc": ("er",), "cc": ("ir",)}
+
+
+def _pointwise_groups(ctx: _Context, key: str) -> int:
+    """timm's ``a1.1``/``p1.1``: a 1x1 conv split into as many channel groups as ones are listed."""
+    kernels = _kernel_list(ctx, key)
+    if kernels is None:
+        return 1
+    if any(kernel != 1 for kernel in kernels):
+        raise ctx.error(f"'{key}' takes 1x1 kernels only ({key}1, {key}1.1, ...)", ctx.take(key))
+    return len(kernels)
+
+
+def _timm_extras(ctx: _Context, block_type: str, kernels: list[int]) -> dict[str, object]:
+    """The gen-efficientnet options beyond EfficientNet: mixed and grouped convs, fc, CondConv."""
+    for key, types in _TIMM_OPTION_TYPES.items():
+        option = ctx.take(key)
+        if option is not None and block_type not in types:
+            raise ctx.error(f"timm '{block_type}' blocks take no '{key}' (only {', '.join(types)})", option)
+    if len(kernels) > 1 and block_type not in ("ds", "ir"):
+        raise ctx.error(f"mixed kernels are for depthwise convs (ds, ir), not '{block_type}'", ctx.take("k"))
+    extras: dict[str, object] = {
+        "mixed_kernels": kernels if len(kernels) > 1 else None,
+        "expand_groups": _pointwise_groups(ctx, "a"),
+        "project_groups": _pointwise_groups(ctx, "p"),
+    }
+    forced = ctx.integer("fc", required=False, upper=limits.MAX_CHANNELS)
+    if forced == 0:
+        forced = None  # fc0: gen-efficientnet's "not forced"
+    experts = ctx.integer("cc", required=False, upper=limits.MAX_EXPERTS)
+    if experts and (extras["mixed_kernels"] or extras["expand_groups"] > 1 or extras["project_groups"] > 1):
+        raise ctx.error("CondConv (cc) with mixed or grouped convs is not defined by the references", ctx.take("cc"))
+    return {**extras, "forced_in_channels": forced, "experts": experts or None}
 
 
 def _decode_timm(ctx: _Context) -> StageArgs:
@@ -317,7 +369,8 @@ def _decode_timm(ctx: _Context) -> StageArgs:
         elif option.key.startswith("n") and option.key != "noskip":
             raise ctx.error(f"unknown activation '{name}' (timm knows nre, nr6, nhs, nsw)", option)
     repeats = _repeats(ctx)
-    kernel = _kernel(ctx)
+    kernels = _kernels(ctx)
+    extras = _timm_extras(ctx, block_type, kernels)
     stride_option = ctx.take("s")
     stride = ctx.integer("s", required=True, upper=9)
     assert stride is not None and stride_option is not None
@@ -339,7 +392,7 @@ def _decode_timm(ctx: _Context) -> StageArgs:
         text=ctx.text,
         kind=kind,
         repeats=repeats,
-        kernel=kernel,
+        kernel=kernels[0],
         stride=stride,
         expansion=expansion,
         in_channels=None,
@@ -349,6 +402,7 @@ def _decode_timm(ctx: _Context) -> StageArgs:
         activation=activation,
         expand_conv=block_type == "ir",
         convention="timm",
+        **extras,
     )
 
 
@@ -363,7 +417,10 @@ _TF_KEYS = {"r", "k", "s", "e", "i", "o", "se", "c", "noskip"}
 _KNOWN_KEYS: dict[Dialect, set[str]] = {
     Dialect.AUTOML: _TF_KEYS,
     Dialect.TPU: _TF_KEYS | {"f", "p", "cc"},
-    Dialect.TIMM: {"r", "k", "s", "e", "c", "se", "skip"} | set(_TIMM_TYPES) | set(_TIMM_UNSUPPORTED),
+    Dialect.TIMM: {"r", "k", "s", "e", "c", "se", "skip"}
+    | set(_TIMM_TYPES)
+    | set(_TIMM_UNSUPPORTED)
+    | set(_TIMM_OPTION_TYPES),
 }
 
 

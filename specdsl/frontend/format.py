@@ -108,6 +108,17 @@ class _Layout:
         return "\n".join(out) + "\n"
 
 
+def stage_items(lines: list[tuple[str, int | None, bool]]) -> list[_Item]:
+    """One item per stage: a line on its own, or the lines of a `[a, b]` group joined on the group's first line."""
+    groups: list[tuple[list[str], int | None]] = []
+    for text, line, continues in lines:
+        if continues and groups:
+            groups[-1][0].append(text)
+        else:
+            groups.append(([text], line))
+    return [_Item(texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]", line) for texts, line in groups]
+
+
 def _assignment(key: str, value: Any, line: int | None = None) -> _Item:
     return _Item(f"{key} = {render_value(value, quote=key in _QUOTED_KEYS)}", line)
 
@@ -129,7 +140,7 @@ def format_raw(raw: RawSpec) -> str:
         if name == "stages":
             assert raw.stages is not None and raw.stages_span is not None
             header = _Item("stages {", raw.stages_span.line)
-            body = [_Item(text, span.line) for text, span in raw.stages]
+            body = stage_items([(text, span.line, continues) for text, span, continues in raw.stages])
         else:
             entries = raw.sections[name]
             header = _Item(f"{name} {{", raw.section_spans[name].line)
@@ -150,7 +161,7 @@ def render_document(doc: SpecDocument, header: list[str] | None = None) -> str:
     sections = []
     for name in _SECTION_ORDER:
         if name == "stages":
-            body = [_Item(stage.text) for stage in doc.stages]
+            body = stage_items([(stage.text, None, stage.continues) for stage in doc.stages])
         else:
             values = getattr(doc, name).model_dump(mode="json")
             body = [_assignment(key, values[key]) for key in _key_order(name, list(values))]

@@ -6,14 +6,17 @@ is imported, so the front end runs without any deep-learning framework.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from specdsl.errors import SourceSpan, SpecError
+from specdsl import limits
+from specdsl.errors import SourceSpan, SpecError, excerpt, shorten
 
 Scalar = int | float | str | bool | None
 
@@ -24,6 +27,14 @@ class RawValue:
     span: SourceSpan
 
 
+class StageLine(NamedTuple):
+    """One block string of the `stages` section; ``continues``: it is not the first of a `[a, b]` group."""
+
+    text: str
+    span: SourceSpan
+    continues: bool = False
+
+
 @dataclass
 class RawSpec:
     """One file as written: no extends merged, no defaults filled in."""
@@ -32,7 +43,7 @@ class RawSpec:
     top: dict[str, RawValue] = field(default_factory=dict)
     sections: dict[str, dict[str, RawValue]] = field(default_factory=dict)
     section_spans: dict[str, SourceSpan] = field(default_factory=dict)
-    stages: list[tuple[str, SourceSpan]] | None = None
+    stages: list[StageLine] | None = None
     stages_span: SourceSpan | None = None
     end_lines: dict[str, int] = field(default_factory=dict)  # section -> line of its closing brace
     comments: dict[int, str] = field(default_factory=dict)  # line -> comment text, kept by the formatter
@@ -49,28 +60,64 @@ def block_parser() -> Lark:
     return _grammar("block.lark")
 
 
-def _line_of(text: str, line: int) -> str:
+def _line_of(text: str, line: int, column: int) -> str:
     lines = text.splitlines()
-    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    return excerpt(lines[line - 1], column - 1) if 0 < line <= len(lines) else ""
+
+
+_LAST_WORD = re.compile(r"([a-z_][a-z0-9_]*)\s*$")
+
+
+def _open_sections(text: str, end: int) -> list[tuple[str, int]]:
+    """The sections whose '{' is still open at offset ``end``: (name, line), outermost first."""
+    stack: list[tuple[str, int]] = []
+    line, quoted, comment = 1, False, False
+    for index in range(min(end, len(text))):
+        char = text[index]
+        if char == "\n":
+            line, quoted, comment = line + 1, False, False
+        elif comment:
+            continue
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "#":
+            comment = True
+        elif char == "{":
+            word = _LAST_WORD.search(text, max(0, index - 200), index)
+            stack.append((word.group(1) if word else "?", line))
+        elif char == "}" and stack:
+            stack.pop()
+    return stack
+
+
+def _unclosed(stack: list[tuple[str, int]]) -> str:
+    name, line = stack[-1]
+    return f"section '{shorten(name)}' opened on line {line} has no closing '}}'"
 
 
 def _describe(exc: UnexpectedInput, text: str) -> str:
-    if isinstance(exc, UnexpectedEOF):
-        return "unexpected end of file (is a '}' missing?)"
     if isinstance(exc, UnexpectedCharacters):
         return f"unexpected character {text[exc.pos_in_stream]!r}"
-    if isinstance(exc, UnexpectedToken):
-        token = exc.token
-        if token.type == "$END":
-            return "unexpected end of file (is a '}' missing?)"
-        expected = sorted(exc.expected)
-        hint = ""
-        if "EQUAL" in expected and token.type != "EQUAL":
-            hint = " (expected '=' after a key)"
-        elif "RBRACE" in expected:
-            hint = " (expected an assignment or '}')"
-        return f"unexpected {token.value!r}{hint}"
-    return "syntax error"  # pragma: no cover - lark has no other subclasses
+    token = exc.token if isinstance(exc, UnexpectedToken) else None
+    if token is None or token.type == "$END":
+        stack = _open_sections(text, len(text))
+        return f"unexpected end of file: {_unclosed(stack)}" if stack else "unexpected end of file"
+    if token.type == "LBRACE":
+        stack = _open_sections(text, token.start_pos or 0)
+        if stack:
+            return f"unexpected '{{': {_unclosed(stack)} (sections do not nest)"
+        return "unexpected '{': a section is a name then '{' (e.g. `stem { channels = 32 }`)"
+    if token.type == "RBRACE" and not _open_sections(text, token.start_pos or 0):
+        return "unexpected '}': no section is open here"
+    expected = sorted(exc.expected)
+    hint = ""
+    if "EQUAL" in expected and token.type != "EQUAL":
+        hint = " (expected '=' after a key)"
+    elif "RBRACE" in expected:
+        hint = " (expected an assignment or '}')"
+    return f"unexpected {shorten(str(token.value))!r}{hint}"
 
 
 def _span(path: str, item: Token | Tree, text: str | None = None) -> SourceSpan:
@@ -80,10 +127,13 @@ def _span(path: str, item: Token | Tree, text: str | None = None) -> SourceSpan:
     return SourceSpan(path=path, line=meta.line, column=meta.column, text=text or "")
 
 
-def _scalar(tree: Tree) -> Scalar:
+def _scalar(tree: Tree, path: str) -> Scalar:
     token = tree.children[0]
     raw = str(token)
     if tree.data == "number":
+        if len(raw) > limits.MAX_NUMBER_CHARS:
+            where = _span(path, token, excerpt(raw))
+            raise SpecError(f"number literal of {len(raw)} characters; the limit is {limits.MAX_NUMBER_CHARS}", where)
         if any(c in raw for c in ".eE"):
             return float(raw)
         return int(raw)
@@ -92,13 +142,13 @@ def _scalar(tree: Tree) -> Scalar:
     return {"true": True, "false": False, "none": None}.get(raw, raw)
 
 
-def _value(tree: Tree) -> Scalar | list[Scalar] | dict[str, Scalar]:
+def _value(tree: Tree, path: str) -> Scalar | list[Scalar] | dict[str, Scalar]:
     if tree.data == "range":
-        start, end = (_scalar(child) for child in tree.children)
+        start, end = (_scalar(child, path) for child in tree.children)
         return {"start": start, "end": end}
     if tree.data == "list":
-        return [_scalar(child) for child in tree.children if child is not None]
-    return _scalar(tree)
+        return [_scalar(child, path) for child in tree.children if child is not None]
+    return _scalar(tree, path)
 
 
 def _comments(text: str) -> dict[int, str]:
@@ -121,14 +171,13 @@ def parse_text(text: str, path: str) -> RawSpec:
         tree = _grammar("spec.lark").parse(text)
     except UnexpectedInput as exc:
         line, column = exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1
-        span = SourceSpan(path=path, line=line, column=column, text=_line_of(text, line))
+        span = SourceSpan(path=path, line=line, column=column, text=_line_of(text, line, column))
         raise SpecError(_describe(exc, text), span) from None
     raw = RawSpec(path=path, comments=_comments(text))
     source_lines = text.splitlines()
 
     def assignment_span(node: Tree) -> SourceSpan:
-        line = node.meta.line
-        return _span(path, node, source_lines[line - 1].strip())
+        return _span(path, node, excerpt(source_lines[node.meta.line - 1], node.meta.column - 1))
 
     def read_assignments(nodes: list[Tree], into: dict[str, RawValue], where: str) -> None:
         for node in nodes:
@@ -136,7 +185,7 @@ def parse_text(text: str, path: str) -> RawSpec:
             key = str(key_token)
             if key in into:
                 raise SpecError(f"duplicate key '{key}' in {where}", assignment_span(node))
-            into[key] = RawValue(_value(value_tree), assignment_span(node))
+            into[key] = RawValue(_value(value_tree, path), assignment_span(node))
 
     for node in tree.children:
         if node.data == "assignment":
@@ -158,5 +207,8 @@ def parse_text(text: str, path: str) -> RawSpec:
                 raise SpecError("duplicate section 'stages'", span)
             raw.stages_span = span
             raw.end_lines["stages"] = node.meta.end_line
-            raw.stages = [(str(block), _span(path, block)) for block in blocks]
+            raw.stages = []
+            for item in blocks:
+                tokens = item.children if isinstance(item, Tree) else [item]
+                raw.stages += [StageLine(str(tok), _span(path, tok), index > 0) for index, tok in enumerate(tokens)]
     return raw

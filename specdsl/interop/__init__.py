@@ -2,6 +2,7 @@
 
 * `efficientnet_pytorch`: ``efficientnet_pytorch.EfficientNet`` (V1, MBConv only).
 * `keras_applications`: ``keras.applications`` EfficientNet (V1) and EfficientNetV2.
+* `geffnet`: gen-efficientnet 1.0.2, the MBConv family (Lite, EdgeTPU, CondConv, MixNet, MnasNet, MobileNet...).
 
 Each source module says where every canonical tensor lives in the source model; `gather` walks the
 lowered network, converts and checks. Import the source into the spec that describes it

@@ -1,8 +1,7 @@
 """Canonical weights from keras.applications EfficientNet (V1) and EfficientNetV2, built with ``include_top=True``.
 
-Keras names blocks ``block{stage + 1}{a, b, ...}_*``. Kernels move from HWIO to OIHW, depthwise
-HWC1 to C1HW and dense (in, out) to (out, in); BN ``gamma/beta/moving_mean/moving_variance``
-become ``weight/bias/running_mean/running_var``. Preprocessing layers are skipped.
+Keras names blocks ``block{stage + 1}{a, b, ...}_*``. Variables and kernels convert to the canonical
+names and layout as `keras_layout` states (HWIO -> OIHW and so on). Preprocessing layers are skipped.
 """
 
 from __future__ import annotations
@@ -12,15 +11,11 @@ from typing import Any
 import numpy as np
 
 from specdsl.interop._common import gather
+from specdsl.interop.keras_layout import VARIABLES, from_keras, layout_of
 from specdsl.ir import Block, ModelIR
-from specdsl.passes.lower import Conv, Linear, Op
+from specdsl.passes.lower import Op
 from specdsl.vocabulary import BlockKind
 
-_SUFFIXES = {
-    "conv": {"weight": "kernel", "bias": "bias"},
-    "batch_norm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"},
-    "linear": {"weight": "kernel", "bias": "bias"},
-}
 _TOP_LAYERS = {
     "stem.conv": "stem_conv",
     "stem.bn": "stem_bn",
@@ -63,12 +58,6 @@ def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
         return f"block{block.stage + 1}{chr(97 + block.index)}_{part.format(dw=dw)}"
 
     def convert(op: Op, suffix: str, variable: Any) -> np.ndarray:
-        array = np.asarray(variable, dtype=np.float32)
-        if suffix == "weight" and isinstance(op, Conv):
-            depthwise = op.groups > 1 and op.groups == op.in_channels == op.out_channels
-            array = array.transpose((2, 3, 0, 1) if depthwise else (3, 2, 0, 1))
-        elif suffix == "weight" and isinstance(op, Linear):
-            array = array.T
-        return np.ascontiguousarray(array)
+        return from_keras(np.asarray(variable, dtype=np.float32), layout_of(op, suffix))
 
-    return gather(ir, source, locate, _SUFFIXES, convert, f"keras model '{model.name}'", "/")
+    return gather(ir, source, locate, VARIABLES, convert, f"keras model '{model.name}'", "/")

@@ -2,8 +2,10 @@
 
 Every figure comes from the ops of `specdsl.passes.lower`, so the per-layer table, the per-stage
 table, the totals and the memory estimate cannot disagree with each other or with what a backend
-builds. MACs count convolutions and the classifier (what torch.utils.flop_counter counts,
-halved); batch norm, activations, pooling, SE multiplies and adds are free.
+builds. MACs count convolutions and linear layers (what torch.utils.flop_counter counts,
+halved); batch norm, activations, pooling, SE multiplies, adds, slices and concats are free.
+A CondConv counts the conv with its mixed kernel plus the mixing itself (experts x kernel
+elements per sample); its routing is a linear layer like any other.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from specdsl.ir import ModelIR
 from specdsl.passes.lower import (
     Activation,
     BatchNorm,
+    CondConv,
     Conv,
     Dropout,
     DropPath,
@@ -24,6 +27,7 @@ from specdsl.passes.lower import (
     Linear,
     LoweredNetwork,
     Op,
+    Slice,
     lower,
 )
 
@@ -40,14 +44,17 @@ def op_params(op: Op) -> int:
 def op_macs(op: Op) -> int:
     if isinstance(op, Conv):
         return math.prod(op.weight_shape) * op.out_shape[1] * op.out_shape[2]
+    if isinstance(op, CondConv):
+        kernel = math.prod(op.expert_shape)
+        return kernel * op.out_shape[1] * op.out_shape[2] + op.experts * kernel
     if isinstance(op, Linear):
         return op.in_features * op.out_features
     return 0
 
 
 def op_activation_elements(op: Op) -> int:
-    """Elements of the tensor an op adds to a forward pass (a flatten is a view and adds none)."""
-    return 0 if isinstance(op, Flatten) else math.prod(op.out_shape)
+    """Elements of the tensor an op adds to a forward pass (a flatten or a channel slice is a view and adds none)."""
+    return 0 if isinstance(op, Flatten | Slice) else math.prod(op.out_shape)
 
 
 def count_params(ir: ModelIR) -> int:
@@ -102,10 +109,13 @@ class Report(BaseModel):
 
 
 def _detail(op: Op) -> str:
-    if isinstance(op, Conv):
+    if isinstance(op, Conv | CondConv):
         groups = f" g{op.groups}" if op.groups > 1 else ""
-        bias = " +bias" if op.bias else ""
-        return f"{op.kernel}x{op.kernel}/{op.stride}{groups} {op.in_channels}->{op.out_channels}{bias}"
+        extra = " +bias" if isinstance(op, Conv) and op.bias else ""
+        extra += f" x{op.experts} experts" if isinstance(op, CondConv) else ""
+        return f"{op.kernel}x{op.kernel}/{op.stride}{groups} {op.in_channels}->{op.out_channels}{extra}"
+    if isinstance(op, Slice):
+        return f"channels {op.start}:{op.stop}"
     if isinstance(op, Linear):
         return f"{op.in_features}->{op.out_features}"
     if isinstance(op, Activation):

@@ -18,6 +18,8 @@ owns ``stages.1.0.expand.conv.weight``. This module imports no framework.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,11 +77,69 @@ class Conv(_Op):
     def weight_shape(self) -> Shape:
         return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
 
+    @property
+    def same_size(self) -> bool:
+        """Stride 1 with pads that keep the size, an even kernel's extra pixel after: what "same" padding means at
+        stride 1 in TensorFlow, Keras and PyTorch alike, so a backend may let the conv pad itself (padding modes
+        differ only where the stride is 2)."""
+        before, after = (self.kernel - 1) // 2, self.kernel // 2
+        return self.stride == 1 and self.pads == (before, after, before, after)
+
+    @property
+    def depthwise(self) -> bool:
+        """One filter per channel (groups == in == out > 1): frameworks give this conv its own layer and layout."""
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
     def tensors(self) -> dict[str, Shape]:
         out = {f"{self.name}.weight": self.weight_shape}
         if self.bias:
             out[f"{self.name}.bias"] = (self.out_channels,)
         return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CondConv(_Op):
+    """Conditionally parameterized conv (CondConv, Yang et al. 2019): ``inputs`` are (x, routing).
+
+    ``routing`` is (experts,) per sample; sample n is convolved, exactly as a `Conv` with the same pads,
+    stride and groups and no bias, with its own kernel sum_e routing[n, e] * weight[e]. The weight holds
+    one `Conv` kernel per expert: (experts, out, in / groups, k, k).
+    """
+
+    op: Literal["cond_conv"] = "cond_conv"
+    in_shape: Shape
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    groups: int
+    experts: int
+    pads: Pads  # as `Conv.pads`
+    dynamic_padding: bool  # as `Conv.dynamic_padding`
+
+    @property
+    def expert_shape(self) -> Shape:
+        """One expert's kernel: (out, in / groups, k, k)."""
+        return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
+
+    def tensors(self) -> dict[str, Shape]:
+        return {f"{self.name}.weight": (self.experts, *self.expert_shape)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Slice(_Op):
+    """Channels ``start`` to ``stop`` (exclusive) of the input: one group of a split conv (MixNet)."""
+
+    op: Literal["slice"] = "slice"
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Concat(_Op):
+    """The inputs concatenated along channels, in order: the groups of a split conv back together."""
+
+    op: Literal["concat"] = "concat"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -166,7 +226,19 @@ class Linear(_Op):
 
 
 Op = Annotated[
-    Conv | BatchNorm | Activation | GlobalAvgPool | Flatten | Mul | Add | DropPath | Dropout | Linear,
+    Conv
+    | BatchNorm
+    | Activation
+    | GlobalAvgPool
+    | Flatten
+    | Mul
+    | Add
+    | DropPath
+    | Dropout
+    | Linear
+    | CondConv
+    | Slice
+    | Concat,
     Field(discriminator="op"),
 ]
 
@@ -194,6 +266,12 @@ class LoweredNetwork:
         """The JSON form: plain dicts and lists, one dict per op with its kind under ``"op"``."""
         return _adapter().dump_python(self, mode="json")
 
+    def sha256(self) -> str:
+        """SHA-256 of the JSON form with sorted keys and no spaces: identifies this exact network (every op,
+        name and number) in the metadata of emitted files."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     @classmethod
     def from_json(cls, data: dict[str, Any] | str | bytes) -> LoweredNetwork:
         """Parse and validate the JSON form (a dict or text)."""
@@ -209,6 +287,13 @@ def _adapter() -> TypeAdapter[LoweredNetwork]:
 def block_prefix(block: Block) -> str:
     """The canonical name prefix of a block's ops: ``stages.<stage>.<index>``."""
     return f"stages.{block.stage}.{block.index}"
+
+
+def split_channels(channels: int, groups: int) -> list[int]:
+    """Channels per group of a split conv: equal shares, the remainder to the first (MixNet's _split_channels)."""
+    sizes = [channels // groups] * groups
+    sizes[0] += channels - sum(sizes)
+    return sizes
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -232,9 +317,19 @@ class _Builder:
         self.shapes[name] = out_shape
         return name
 
-    def conv(self, name: str, x: str, out: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False):
-        in_shape = self.shapes[x]
-        channels, height, width = in_shape
+    def _windowed(
+        self,
+        op_type: type[_Op],
+        name: str,
+        inputs: tuple[str, ...],
+        out: int,
+        kernel: int,
+        stride: int,
+        **fields: object,
+    ) -> str:
+        """A conv-like op over ``inputs[0]``: its pads (per `Padding`), output shape and the fields all convs share."""
+        in_shape = self.shapes[inputs[0]]
+        _, height, width = in_shape
         if self.ir.padding == Padding.SYMMETRIC:
             pad = (kernel - 1) // 2
             pads, dynamic = (pad, pad, pad, pad), False
@@ -244,44 +339,110 @@ class _Builder:
         top, bottom, left, right = pads
         out_shape = (out, (height + top + bottom - kernel) // stride + 1, (width + left + right - kernel) // stride + 1)
         return self.add(
-            Conv,
+            op_type,
             name,
-            (x,),
+            inputs,
             out_shape,
             in_shape=in_shape,
-            in_channels=channels,
+            in_channels=in_shape[0],
             out_channels=out,
             kernel=kernel,
             stride=stride,
-            groups=groups,
-            bias=bias,
             pads=pads,
             dynamic_padding=dynamic,
+            **fields,
         )
+
+    def conv(self, name: str, x: str, out: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False):
+        return self._windowed(Conv, name, (x,), out, kernel, stride, groups=groups, bias=bias)
+
+    def cond_conv(self, name: str, x: str, routing: str, out: int, kernel: int, stride: int, groups: int) -> str:
+        experts = self.shapes[routing][0]
+        return self._windowed(CondConv, name, (x, routing), out, kernel, stride, groups=groups, experts=experts)
 
     def same_shape(self, op_type: type[_Op], name: str, x: str, **fields: object) -> str:
         return self.add(op_type, name, (x,), self.shapes[x], **fields)
 
+    def split_conv(
+        self,
+        prefix: str,
+        x: str,
+        out: int,
+        kernels: tuple[int, ...],
+        stride: int,
+        *,
+        depthwise: bool,
+        routing: str | None,
+        bias: bool = False,
+    ) -> tuple[str, str | None]:
+        """The conv of a conv-BN unit: ``<prefix>.conv``, a CondConv when ``routing`` is given, or with several
+        ``kernels`` a split conv (``<prefix>.split.i`` -> ``<prefix>.conv.i`` -> ``<prefix>.concat``).
+
+        Returns its output and the conv a following BN may fold into (None for split and CondConv).
+        """
+        channels = self.shapes[x][0]
+        if (routing is not None or len(kernels) > 1) and bias:
+            raise ValueError(f"{prefix}: only a plain conv has a bias")
+        if len(kernels) == 1:
+            groups = channels if depthwise else 1
+            if routing is not None:
+                return self.cond_conv(f"{prefix}.conv", x, routing, out, kernels[0], stride, groups), None
+            conv = self.conv(f"{prefix}.conv", x, out, kernels[0], stride, groups=groups, bias=bias)
+            return conv, conv
+        if routing is not None:
+            raise ValueError(f"{prefix}: CondConv of a split conv is not defined")
+        parts, start = [], 0
+        for index, (kernel, group_in, group_out) in enumerate(
+            zip(kernels, split_channels(channels, len(kernels)), split_channels(out, len(kernels)), strict=True)
+        ):
+            piece_shape = (group_in, *self.shapes[x][1:])
+            piece = self.add(Slice, f"{prefix}.split.{index}", (x,), piece_shape, start=start, stop=start + group_in)
+            groups = group_in if depthwise else 1
+            parts.append(self.conv(f"{prefix}.conv.{index}", piece, group_out, kernel, stride, groups=groups))
+            start += group_in
+        height, width = self.shapes[parts[0]][1:]
+        return self.add(Concat, f"{prefix}.concat", tuple(parts), (out, height, width)), None
+
     def conv_bn(
-        self, prefix: str, x: str, out: int, kernel: int, stride: int, act: ActivationKind | None, *, groups: int = 1
+        self,
+        prefix: str,
+        x: str,
+        out: int,
+        kernels: tuple[int, ...],
+        stride: int,
+        act: ActivationKind | None,
+        *,
+        depthwise: bool = False,
+        routing: str | None = None,
+        bias: bool = False,
     ) -> str:
-        """conv -> BN [-> activation], named ``<prefix>.conv``, ``<prefix>.bn``, ``<prefix>.act``."""
-        conv = self.conv(f"{prefix}.conv", x, out, kernel, stride, groups=groups)
+        """conv -> BN [-> activation], named ``<prefix>.conv`` (see `split_conv`), ``<prefix>.bn``, ``<prefix>.act``."""
+        conv, folds = self.split_conv(prefix, x, out, kernels, stride, depthwise=depthwise, routing=routing, bias=bias)
         norm = self.ir.batch_norm
         x = self.same_shape(
-            BatchNorm, f"{prefix}.bn", conv, channels=out, eps=norm.eps, momentum=norm.momentum, folds_into=conv
+            BatchNorm, f"{prefix}.bn", conv, channels=out, eps=norm.eps, momentum=norm.momentum, folds_into=folds
         )
         return x if act is None else self.same_shape(Activation, f"{prefix}.act", x, function=str(act))
 
-    def squeeze_excite(self, prefix: str, x: str, se_channels: int, act: ActivationKind) -> str:
-        """Global mean -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> sigmoid -> rescale ``x``."""
+    def routing(self, prefix: str, x: str, experts: int) -> str:
+        """CondConv routing weights of a block: sigmoid(Linear(global mean of ``x``)), (experts,) per sample."""
+        channels = self.shapes[x][0]
+        pooled = self.add(GlobalAvgPool, f"{prefix}.pool", (x,), (channels, 1, 1))
+        flat = self.add(Flatten, f"{prefix}.flatten", (pooled,), (channels,))
+        fc = self.add(
+            Linear, f"{prefix}.fc", (flat,), (experts,), in_features=channels, out_features=experts, bias=True
+        )
+        return self.same_shape(Activation, f"{prefix}.gate", fc, function="sigmoid")
+
+    def squeeze_excite(self, prefix: str, x: str, se_channels: int, act: ActivationKind, gate: str) -> str:
+        """Global mean -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> gate -> rescale ``x``."""
         channels = self.shapes[x][0]
         pooled = self.add(GlobalAvgPool, f"{prefix}.pool", (x,), (channels, 1, 1))
         reduced = self.conv(f"{prefix}.reduce", pooled, se_channels, 1, bias=True)
         reduced = self.same_shape(Activation, f"{prefix}.act", reduced, function=str(act))
-        gate = self.conv(f"{prefix}.expand", reduced, channels, 1, bias=True)
-        gate = self.same_shape(Activation, f"{prefix}.gate", gate, function="sigmoid")
-        return self.add(Mul, f"{prefix}.scale", (x, gate), self.shapes[x])
+        gated = self.conv(f"{prefix}.expand", reduced, channels, 1, bias=True)
+        gated = self.same_shape(Activation, f"{prefix}.gate", gated, function=gate)
+        return self.add(Mul, f"{prefix}.scale", (x, gated), self.shapes[x])
 
     def block_ops(self, block: Block, x: str) -> str:
         """One block, per the semantics stated in `specdsl.ir`."""
@@ -289,17 +450,33 @@ class _Builder:
         prefix, act, mid = block_prefix(block), block.activation, block.mid_channels
         identity = x
         if block.kind == BlockKind.CONV:
-            x = self.conv_bn(f"{prefix}.spatial", x, block.out_channels, block.kernel, block.stride, act)
+            x = self.conv_bn(f"{prefix}.spatial", x, block.out_channels, block.spatial_kernels, block.stride, act)
         else:
+            spatial_stride = block.stride if block.stride_at == "spatial" else 1
+            routing = None if block.experts is None else self.routing(f"{prefix}.routing", x, block.experts)
             if block.kind == BlockKind.MBCONV:
                 if block.expand_channels is not None:
-                    x = self.conv_bn(f"{prefix}.expand", x, mid, 1, 1, act)
-                x = self.conv_bn(f"{prefix}.spatial", x, mid, block.kernel, block.stride, act, groups=mid)
+                    pointwise = (1,) * block.expand_groups
+                    x = self.conv_bn(f"{prefix}.expand", x, mid, pointwise, 1, act, routing=routing)
+                x = self.conv_bn(
+                    f"{prefix}.spatial",
+                    x,
+                    mid,
+                    block.spatial_kernels,
+                    spatial_stride,
+                    act,
+                    depthwise=True,
+                    routing=routing,
+                )
             else:  # fused: the k x k conv does the expansion
-                x = self.conv_bn(f"{prefix}.spatial", x, mid, block.kernel, block.stride, act)
+                x = self.conv_bn(f"{prefix}.spatial", x, mid, block.spatial_kernels, spatial_stride, act)
             if block.se_channels is not None:
-                x = self.squeeze_excite(f"{prefix}.se", x, block.se_channels, act)
-            x = self.conv_bn(f"{prefix}.project", x, block.out_channels, 1, 1, None)
+                x = self.squeeze_excite(f"{prefix}.se", x, block.se_channels, block.se_activation or act, block.se_gate)
+            project_stride = block.stride if block.stride_at == "project" else 1
+            pointwise = (1,) * block.project_groups
+            x = self.conv_bn(
+                f"{prefix}.project", x, block.out_channels, pointwise, project_stride, None, routing=routing
+            )
         if block.residual:
             x = self.same_shape(DropPath, f"{prefix}.drop_path", x, rate=block.drop_path)
             x = self.add(Add, f"{prefix}.add", (identity, x), self.shapes[x])
@@ -314,14 +491,17 @@ def lower(ir: ModelIR) -> LoweredNetwork:
     """The network of ``ir`` as ops in forward order (see the module docstring)."""
     builder = _Builder(ir)
     stem = ir.stem
-    x = builder.conv_bn("stem", INPUT, stem.out_channels, stem.kernel, stem.stride, stem.activation)
+    x = builder.conv_bn("stem", INPUT, stem.out_channels, (stem.kernel,), stem.stride, stem.activation)
     for block in ir.blocks:
         x = builder.block_ops(block, x)
     head = ir.head
-    if head.conv_channels is not None:
-        x = builder.conv_bn("head", x, head.conv_channels, 1, 1, head.activation)
+    if head.conv_channels is not None and head.form == "conv_pool":
+        x = builder.conv_bn("head", x, head.conv_channels, (1,), 1, head.activation, bias=head.bias)
     features = x
-    x = builder.add(GlobalAvgPool, "head.pool", (x,), (head.features, 1, 1))
+    x = builder.add(GlobalAvgPool, "head.pool", (x,), (builder.shapes[x][0], 1, 1))
+    if head.conv_channels is not None and head.form == "pool_conv":  # MobileNetV3: no BN
+        x = builder.conv("head.conv", x, head.conv_channels, 1, bias=head.bias)
+        x = builder.same_shape(Activation, "head.act", x, function=str(head.activation))
     x = builder.add(Flatten, "head.flatten", (x,), (head.features,))
     x = builder.same_shape(Dropout, "head.dropout", x, rate=head.dropout)
     x = builder.add(
@@ -352,7 +532,8 @@ def weighted_ops(net: LoweredNetwork) -> Iterator[_Op]:
 
 
 def check(net: LoweredNetwork) -> LoweredNetwork:
-    """Validate a network fully (field types, DAG order, unique names, BN folds) and return it."""
+    """Validate a network fully (field types, DAG order, unique names, no name a '.'-prefix of another, BN folds)
+    and return it."""
     net = LoweredNetwork.from_json(net.to_json())
     seen = {INPUT}
     readers = consumers(net)
@@ -367,4 +548,9 @@ def check(net: LoweredNetwork) -> LoweredNetwork:
             raise ValueError(f"{op.name} cannot fold into {op.folds_into}")
     if net.output != net.ops[-1].name or net.features not in seen:
         raise ValueError("output must be the last op and features an op of the network")
+    for name in seen:  # backends place modules in a tree by name: a leaf cannot also be a branch
+        parts = name.split(".")
+        clash = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in seen), None)
+        if clash is not None:
+            raise ValueError(f"op name {clash!r} is a prefix of op name {name!r}")
     return net

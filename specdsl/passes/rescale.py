@@ -57,7 +57,7 @@ def apply(
     new_depth = _multiplier(scaling.depth * _multiplier(depth, "depth"), "scaled depth")
     scaling_update: dict[str, object] = {"width": new_width, "depth": new_depth}
     if stage_growth is not None:
-        base = scaling.stage_depth or [1.0] * len(doc.stages)
+        base = scaling.stage_depth or [1.0] * len(doc.stage_lines())
         scaling_update["stage_depth"] = [
             _multiplier(b * g, "stage depth") for b, g in zip(base, stage_growth, strict=True)
         ]
@@ -79,11 +79,17 @@ def apply(
             "head": doc.head.model_copy(update=head_update),
         }
     )
-    try:  # model_copy does not validate: check the new document as the parser would
-        return SpecDocument.model_validate(updated.model_dump())
+    return validated(updated)
+
+
+def validated(doc: SpecDocument, where: str = "<scale>") -> SpecDocument:
+    """A derived document (``model_copy`` does not validate) checked as the parser would check a file."""
+    try:
+        return SpecDocument.model_validate(doc.model_dump())
     except ValidationError as error:
         first = error.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        message = f"{'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}"
+        raise SpecError(message, path=where) from None
 
 
 def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDocument:
@@ -110,7 +116,7 @@ def _macs(doc: SpecDocument) -> int:
     return count_macs(resolve(doc))
 
 
-def _bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
+def bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
     """Bisection on phi (MACs are a non-decreasing step function of it): phis just below and above the target."""
     if not (math.isfinite(target_macs) and target_macs > 0):
         raise _fail(f"target MACs must be a positive number, got {target_macs}")
@@ -144,7 +150,7 @@ def fit_macs(doc: SpecDocument, target_macs: float, *, name: str | None = None) 
     resolutions up to ~12% either side of their own, and the closest wins.
     """
     candidates = []
-    phi, _ = _bracket_phi(doc, target_macs)
+    phi, _ = bracket_phi(doc, target_macs)
     for offset in range(-6, 7):
         try:
             scaled = by_phi(doc, phi + 0.05 * offset, name=name)

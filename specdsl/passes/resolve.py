@@ -13,7 +13,7 @@ from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.ir import BatchNorm, Block, Head, ModelIR, Normalization, Stage, Stem
 from specdsl.passes.analysis import count_params
-from specdsl.passes.scaling import make_divisible, round_filters, round_repeats
+from specdsl.passes.scaling import make_divisible, round_filters, spread_repeats
 from specdsl.spec import IMAGENET_MEAN, IMAGENET_STD, SpecDocument, StageArgs
 from specdsl.vocabulary import BlockKind
 
@@ -29,29 +29,52 @@ def _check_channels(doc: SpecDocument, key: str, value: int, what: str) -> int:
     return value
 
 
-def _stage_repeats(doc: SpecDocument) -> list[int]:
+def _stage_multipliers(doc: SpecDocument, stages: int) -> list[float]:
     scaling = doc.scaling
-    multipliers = scaling.stage_depth or [1.0] * len(doc.stages)
-    if len(multipliers) != len(doc.stages):
+    if scaling.rule == "compound" and scaling.stage_growth is not None:
         raise SpecError(
-            f"scaling.stage_depth has {len(multipliers)} entries for {len(doc.stages)} stages",
-            doc.span("scaling.stage_depth"),
-        )
-    if scaling.stage_growth is not None and len(scaling.stage_growth) != len(doc.stages):
-        raise SpecError(
-            f"scaling.stage_growth has {len(scaling.stage_growth)} entries for {len(doc.stages)} stages",
+            "stage_growth is EfficientNetV2's non-uniform growth, but rule = compound grows every stage alike",
             doc.span("scaling.stage_growth"),
+            hint="set `rule = v2`, or remove stage_growth",
         )
-    repeats = []
-    for index, (stage, multiplier) in enumerate(zip(doc.stages, multipliers, strict=True)):
+    if scaling.rule == "v2" and scaling.stage_growth is None:
+        raise SpecError(
+            "rule = v2 needs stage_growth, one growth factor per stage",
+            doc.span("scaling.rule"),
+            hint="without per-stage growth use `rule = compound` (max_resolution caps either rule)",
+        )
+    for key in ("stage_depth", "stage_growth"):
+        values = getattr(scaling, key)
+        if values is not None and len(values) != stages:
+            raise SpecError(f"scaling.{key} has {len(values)} entries for {stages} stages", doc.span(f"scaling.{key}"))
+    multipliers = scaling.stage_depth or [1.0] * stages
+    if scaling.fix_first_last:
+        for index in {0, stages - 1}:
+            if multipliers[index] != 1.0:
+                raise SpecError(
+                    f"scaling.stage_depth scales stage {index}, which fix_first_last keeps at its written depth",
+                    doc.span("scaling.stage_depth"),
+                )
+    return multipliers
+
+
+def _line_repeats(doc: SpecDocument) -> list[int]:
+    """Blocks per stage line after depth scaling (`spread_repeats` per stage)."""
+    scaling = doc.scaling
+    groups = doc.stage_lines()
+    multipliers = _stage_multipliers(doc, len(groups))
+    repeats: list[int] = []
+    for index, (lines, multiplier) in enumerate(zip(groups, multipliers, strict=True)):
         depth = scaling.depth if multiplier == 1.0 else scaling.depth * multiplier
-        count = round_repeats(stage.repeats, depth)
-        if count > limits.MAX_REPEATS:
+        if scaling.fix_first_last and index in (0, len(groups) - 1):
+            depth = 1.0
+        counts = spread_repeats([doc.stages[line].repeats for line in lines], depth, scaling.depth_trunc)
+        if sum(counts) > limits.MAX_REPEATS:
             raise SpecError(
-                f"stage {index} has {count} blocks after depth scaling; the limit is {limits.MAX_REPEATS}",
-                doc.span(f"stages.{index}"),
+                f"stage {index} has {sum(counts)} blocks after depth scaling; the limit is {limits.MAX_REPEATS}",
+                doc.span(f"stages.{lines[0]}"),
             )
-        repeats.append(count)
+        repeats += counts
     if sum(repeats) > limits.MAX_BLOCKS:
         raise SpecError(
             f"{sum(repeats)} blocks after depth scaling; the limit is {limits.MAX_BLOCKS}", doc.span("scaling.depth")
@@ -71,6 +94,7 @@ def _check_continuity(doc: SpecDocument) -> None:
 
 
 def _expand_channels(stage: StageArgs, in_channels: int) -> int | None:
+    """``in_channels``: the block's input width, or the scaled forced width (timm ``fc``) when the line has one."""
     if stage.kind is BlockKind.CONV or (stage.kind is BlockKind.MBCONV and not stage.expand_conv):
         return None
     if stage.convention == "timm":
@@ -78,12 +102,39 @@ def _expand_channels(stage: StageArgs, in_channels: int) -> int | None:
     return int(in_channels * stage.expansion)
 
 
-def _se_channels(stage: StageArgs, in_channels: int, mid_channels: int) -> int | None:
+def _se_channels(doc: SpecDocument, stage: StageArgs, in_channels: int, mid_channels: int) -> int | None:
+    """From the block input by the dialect's rule, or (``se_width = expanded``) from the expanded width, rounded."""
     if stage.se_ratio is None:
         return None
+    if doc.defaults.se_width == "expanded":
+        return make_divisible(mid_channels * stage.se_ratio, doc.defaults.se_divisor)
     if stage.convention == "timm":
         return max(1, round(mid_channels * stage.se_ratio / stage.expansion))
     return max(1, int(in_channels * stage.se_ratio))
+
+
+def _check_groups(doc: SpecDocument, key: str, block: Block) -> None:
+    """Every channel group of a split conv gets at least one channel."""
+    split = [
+        (len(block.spatial_kernels), block.mid_channels, "depthwise"),
+        (block.expand_groups, min(block.in_channels, block.mid_channels), "expansion"),
+        (block.project_groups, min(block.mid_channels, block.out_channels), "projection"),
+    ]
+    for groups, channels, what in split:
+        if groups > channels:
+            raise SpecError(
+                f"the {what} conv of stage {block.stage} is split into {groups} groups but has {channels} channels",
+                doc.span(key),
+            )
+
+
+def _check_strides(doc: SpecDocument) -> None:
+    for index, line in enumerate(doc.stages):
+        if line.continues and line.stride != 1:
+            raise SpecError(
+                "only a stage's first block strides: start a new stage for this line or give it stride 1",
+                doc.span(f"stages.{index}"),
+            )
 
 
 def _normalization(doc: SpecDocument) -> Normalization:
@@ -111,7 +162,8 @@ def resolve(doc: SpecDocument) -> ModelIR:
     scaling = doc.scaling
     defaults = doc.defaults
     _check_continuity(doc)
-    repeats = _stage_repeats(doc)
+    _check_strides(doc)
+    repeats = _line_repeats(doc)
     total_stride = doc.stem.stride * math.prod(stage.stride for stage in doc.stages)
     _check_resolution(doc, total_stride)
     if doc.stem.kernel % 2 == 0:
@@ -134,21 +186,25 @@ def resolve(doc: SpecDocument) -> ModelIR:
     total_blocks = sum(repeats)
     stages: list[Stage] = []
     channels, size, global_index = stem.out_channels, stem.output_size, 0
-    for stage_index, (args, count) in enumerate(zip(doc.stages, repeats, strict=True)):
-        key = f"stages.{stage_index}"
-        out_channels = _check_channels(doc, key, width(args.out_channels), f"stage {stage_index} output")
-        blocks = []
-        for block_index in range(count):
-            stride = args.stride if block_index == 0 else 1
-            expand = _expand_channels(args, channels)
-            if expand is not None:
-                _check_channels(doc, key, expand, f"stage {stage_index} expansion")
-            mid = expand if expand is not None else channels
-            out_size = _out_size(size, stride)
-            blocks.append(
-                Block(
+    for stage_index, lines in enumerate(doc.stage_lines()):
+        blocks: list[Block] = []
+        for line in lines:
+            args, key = doc.stages[line], f"stages.{line}"
+            out_channels = _check_channels(doc, key, width(args.out_channels), f"stage {stage_index} output")
+            experts = None if args.experts is None else args.experts * scaling.experts_multiplier
+            if experts is not None and experts > limits.MAX_EXPERTS:
+                raise SpecError(f"{experts} CondConv experts; the limit is {limits.MAX_EXPERTS}", doc.span(key))
+            for _ in range(repeats[line]):
+                stride = args.stride if not blocks else 1
+                forced = args.forced_in_channels
+                expand = _expand_channels(args, channels if forced is None else width(forced))
+                if expand is not None:
+                    _check_channels(doc, key, expand, f"stage {stage_index} expansion")
+                mid = expand if expand is not None else channels
+                out_size = _out_size(size, stride)
+                block = Block(
                     stage=stage_index,
-                    index=block_index,
+                    index=len(blocks),
                     global_index=global_index,
                     kind=args.kind,
                     kernel=args.kernel,
@@ -156,15 +212,25 @@ def resolve(doc: SpecDocument) -> ModelIR:
                     in_channels=channels,
                     out_channels=out_channels,
                     expand_channels=expand,
-                    se_channels=_se_channels(args, channels, mid),
+                    se_channels=_se_channels(doc, args, channels, mid),
                     activation=args.activation or defaults.activation,
                     residual=args.skip and stride == 1 and channels == out_channels,
                     drop_path=defaults.drop_path * global_index / total_blocks,
                     input_size=size,
                     output_size=out_size,
+                    se_gate=defaults.se_gate,
+                    se_activation=defaults.se_activation,
+                    mixed_kernels=None if args.mixed_kernels is None else tuple(args.mixed_kernels),
+                    expand_groups=args.expand_groups,
+                    project_groups=args.project_groups,
+                    experts=experts,
+                    stride_at="project"
+                    if args.kind is BlockKind.FUSED and defaults.fused_stride == "project"
+                    else "spatial",
                 )
-            )
-            channels, size, global_index = out_channels, out_size, global_index + 1
+                _check_groups(doc, key, block)
+                blocks.append(block)
+                channels, size, global_index = out_channels, out_size, global_index + 1
         stages.append(Stage(index=stage_index, blocks=blocks))
 
     head_conv = doc.head.channels
@@ -176,6 +242,8 @@ def resolve(doc: SpecDocument) -> ModelIR:
         in_channels=channels,
         conv_channels=head_conv,
         activation=doc.head.activation or defaults.activation,
+        form=doc.head.form,
+        bias=doc.head.bias,
         pool=doc.head.pool,
         dropout=doc.head.dropout,
         classes=doc.head.classes,

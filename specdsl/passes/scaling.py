@@ -36,6 +36,23 @@ def round_repeats(repeats: int, depth: float) -> int:
     return math.ceil(depth * repeats)
 
 
+def spread_repeats(repeats: list[int], depth: float, trunc: str) -> list[int]:
+    """A stage's repeats after depth scaling, as timm's ``_scale_stage_depth`` computes them.
+
+    The stage's total is scaled (``ceil``, or ``round`` but at least 1), then handed back to its lines
+    from the last one up, each getting ``max(1, round(share))``, so the first line is the last to grow.
+    With one line this is ``ceil(depth * r)`` (or ``max(1, round(depth * r))``).
+    """
+    total = sum(repeats)
+    scaled = max(1, round(total * depth)) if trunc == "round" else round_repeats(total, depth)
+    spread = []
+    for count in reversed(repeats):
+        share = max(1, round(count / total * scaled))
+        spread.append(share)
+        total, scaled = total - count, scaled - share
+    return spread[::-1]
+
+
 def round_resolution(pixels: float, multiple: int) -> int:
     """Nearest multiple of `multiple` (ties round up), never below one multiple."""
     return max(multiple, math.floor(pixels / multiple + 0.5) * multiple)

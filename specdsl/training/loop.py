@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from torch.utils.data.distributed import DistributedSampler
 
 from specdsl import weights as canonical
 from specdsl.backends.torch import build
-from specdsl.cli.files import publish_permissions
 from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import lower
@@ -305,7 +305,8 @@ class Trainer:
 
     def _write_best(self, epoch: int, result: EvalResult) -> None:
         self.progress.best_accuracy, self.progress.best_epoch = result.accuracy, epoch
-        publish_permissions(canonical.save(self.eval_model, self.run_dir / "best.safetensors", ir=self.ir))
+        staged = canonical.save(self.eval_model, self.run_dir / ".best.safetensors.partial", ir=self.ir)
+        os.replace(staged, self.run_dir / "best.safetensors")  # readers never see half a file
         summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss}
         summary["predictions"] = result.predictions.tolist()
         (self.run_dir / "best.json").write_text(json.dumps(summary) + "\n")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import specdsl
+from specdsl.training.schedule import schedule_of
 from tests.conftest import SPECS, run_cli
 
-COMMANDS = ["check", "info", "scale", "fmt", "schema", "build", "train"]
+COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -128,7 +129,9 @@ def test_list_and_load_by_name(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     listed = {row["spec"]: row for row in json.loads(result.stdout)}
     assert set(listed) == {p.stem for p in SPECS.glob("*.spec")}
-    assert listed["v2_l"]["params"] == "118,515,272"
+    assert listed["v2_l"]["params"] == 118_515_272 and listed["v2_l"]["family"] == "efficientnetv2"
+    assert isinstance(listed["v2_l"]["macs"], int)  # numbers as numbers
+    assert listed["mixnet_s"]["macs"] == specdsl.analyze(specdsl.load("mixnet_s")).macs
     assert specdsl.load("b3").network() == specdsl.load(SPECS / "b3.spec").network()
     assert run_cli("info", "v2_s").stdout.startswith("efficientnetv2-s @ 384px")
     custom = tmp_path / "mine.spec"
@@ -152,3 +155,61 @@ def test_info_plot_draws_every_stage(tmp_path: Path) -> None:
     report = specdsl.analyze(specdsl.load(SPECS / "b0.spec"))
     rows = [report.stem, *report.stages, report.head]
     assert titles == [f"{r.name}: {r.params:,}" for r in rows] + [f"{r.name}: {r.macs:,}" for r in rows]
+
+
+def test_info_json_schedule() -> None:
+    result = run_cli("info", "v2_s", "--json", "--schedule")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    ir = specdsl.load("v2_s")
+    assert report["schedule"] == [stage.to_json() for stage in schedule_of(ir)]
+    assert [row["image_size"] for row in report["schedule"]] == [171, 214, 257, 300]
+    assert report["params"] == 21_458_488 and isinstance(report["macs"], int)
+    assert "schedule" not in json.loads(run_cli("info", "v2_s", "--json").stdout)
+
+
+def test_every_table_has_json(tmp_path: Path) -> None:
+    checked = json.loads(run_cli("check", "--json", "b0", "b9").stdout)
+    macs = specdsl.analyze(specdsl.load("b0")).macs
+    assert checked[0] == {"spec": "b0", "ok": True, "name": "efficientnet-b0", "dialect": "tpu", "resolution": 224,
+                          "blocks": 16, "params": 5_288_548, "macs": macs}  # fmt: skip
+    assert checked[1]["ok"] is False and "no shipped spec 'b9'" in checked[1]["error"]["message"]
+    scaled = json.loads(run_cli("scale", "b0", "--phi", "1", "--json").stdout)
+    assert scaled["base"]["params"] == 5_288_548 and scaled["scaled"]["params"] > 5_288_548
+    assert specdsl.loads(scaled["spec"]).name == "efficientnet-b0-scaled"  # no -o: the spec is in the JSON
+    assert {"": "blocks", "base": 16, "scaled": scaled["scaled"]["blocks"]} in scaled["comparison"]
+    out = tmp_path / "b1ish.spec"
+    written = json.loads(run_cli("scale", "b0", "--phi", "1", "--json", "-o", str(out)).stdout)
+    assert written["written"] == str(out) and "spec" not in written and out.exists()
+
+
+def test_scale_reads_a_spec_on_stdin() -> None:
+    text = (SPECS / "b0.spec").read_text()
+    for args in (["scale", "--phi", "1"], ["scale", "-", "--phi", "1"]):
+        result = run_cli(*args, input=text)
+        assert result.returncode == 0, result.stderr
+        assert specdsl.loads(result.stdout).spec.scaling.width == pytest.approx(1.1)
+        assert "Base: efficientnet-b0" in result.stdout
+
+
+def test_scale_without_a_spec_names_the_shipped_ones() -> None:
+    result = run_cli("scale", "--phi", "3", input="")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: no SPEC given: name a spec file or a shipped spec, or pipe a spec on stdin"
+    assert lines[1].startswith("  hint: shipped specs (`specdsl list`): b0, b1,") and "v2_s" in lines[1]
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+
+
+def test_list_groups_the_library_by_family() -> None:
+    from specdsl.frontend.loader import library_families
+
+    families = library_families()
+    names = [name for members in families.values() for name in members]
+    assert sorted(names) == sorted(p.stem for p in SPECS.glob("*.spec"))  # each shipped spec exactly once
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line in families]
+    assert headers == list(families)
+    mixnet = result.stdout.split("\nmixnet\n")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in mixnet.splitlines()[2:]] == families["mixnet"]

@@ -11,11 +11,15 @@ from specdsl.frontend.format import format_raw, render_document
 from specdsl.frontend.syntax import parse_text
 from tests.conftest import SPECS
 
-SEEDS = [(SPECS / name).read_text() for name in ("b0.spec", "v2_s.spec", "v2_b0.spec")]
+SEEDS = [
+    (SPECS / name).read_text()
+    for name in ("b0.spec", "v2_s.spec", "v2_b0.spec", "mixnet_s.spec", "mobilenetv3_large_100.spec", "es.spec")
+]
 ALPHABET = st.sampled_from([*'abcdeiknorsx_0123456789.{}=[]#"-> \n,', "\t", "é"])
 TOKENS = st.sampled_from(
     ["r0", "r1000000000", "k4", "s3", "s11", "e0", "se0", "se2", "c1", "c7", "noskip", "skip", "ir_", "_", "1e309",
-     "nan", "-1", "99999999999999999999", "none", "true", "[", "]", "->", '"', "{", "}", "extends", "stages"]
+     "nan", "-1", "99999999999999999999", "none", "true", "[", "]", "->", '"', "{", "}", "extends", "stages",
+     "k3.5.7", "a1.1", "p1.1.1", "cc4", "cc0", "fc24", "k3.4", ", ", "pool_conv", "expanded", "hard_sigmoid"]
 )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import pytest
 import specdsl
 from specdsl.training.schedule import schedule_of
 from tests.conftest import SPECS, run_cli
-from tests.published import BLOCKS, MACS, PARAMS, UNPUBLISHED, V1_TABLE, V1_TPU, V2_AUTOML, V2_TABLE
+from tests.published import BLOCKS, GEFFNET, MACS, PARAMS, UNPUBLISHED, V1_TABLE, V1_TPU, V2_AUTOML, V2_TABLE
 
 
 def test_every_variant_ships() -> None:
@@ -90,3 +90,15 @@ def test_v2_b3_needs_v2_rounding() -> None:
     from specdsl.passes.resolve import resolve
 
     assert specdsl.analyze(resolve(doc)).params == 14_377_062
+
+
+@pytest.mark.parametrize("variant", sorted(PARAMS))
+def test_header_states_the_published_count(variant: str) -> None:
+    header = (SPECS / f"{variant}.spec").read_text().split("\nname = ", 1)[0]
+    assert f"Published: {PARAMS[variant]:,} trainable parameters" in " ".join(header.split())
+
+
+@pytest.mark.parametrize("variant", sorted(GEFFNET))
+def test_macs_equal_gen_efficientnets(variant: str) -> None:
+    """Counted on geffnet's model with torch.utils.flop_counter (tests/torch/test_geffnet.py re-derives them)."""
+    assert specdsl.analyze(specdsl.load(SPECS / f"{variant}.spec")).macs == GEFFNET[variant][1]

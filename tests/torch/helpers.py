@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +22,17 @@ SPEC_NAMES = sorted(path.stem for path in SPECS.glob("*.spec"))
 def load_ir(name: str) -> ModelIR:
     """The IR of specs/<name>.spec (parsed once per session)."""
     return specdsl.load(SPECS / f"{name}.spec")
+
+
+@pytest.fixture(autouse=True)
+def flush_denormals() -> Iterator[None]:
+    """Random networks produce subnormal activations, several times slower on CPU; both sides see the same mode.
+
+    Autouse in the modules that import it.
+    """
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)  # torch's default
 
 
 def randomize_batch_norm(model: torch.nn.Module, seed: int) -> None:

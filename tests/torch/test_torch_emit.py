@@ -173,3 +173,18 @@ def test_emit_rejects_unknown_exports(tmp_path: Path) -> None:
 def test_names_are_sanitized(name: str, module: str, cls: str) -> None:
     assert module_name(name) == module and module.isidentifier()
     assert class_name(name) == cls and cls.isidentifier()
+
+
+def test_emitted_module_runs_the_family_ops(tmp_path: Path) -> None:
+    """cond_conv, slice and concat are in the copied layers too: the standalone file computes what build does."""
+    import specdsl
+    from tests.strategies import EVERY_FAMILY_FEATURE
+
+    ir = specdsl.loads(EVERY_FAMILY_FEATURE, "every.spec")
+    emit(ir, tmp_path, seed=5)
+    module = import_file(tmp_path / "every_feature.py")
+    assert {op["op"] for op in module.NETWORK["ops"]} >= {"cond_conv", "slice", "concat"}
+    x = images(2, ir.resolution, seed=6)
+    with torch.no_grad():
+        assert torch.equal(module.load_model()(x), build(ir, seed=5).eval()(x))
+        assert torch.equal(module.load_model(deploy=True)(x), build(ir, seed=5, deploy=True)(x))

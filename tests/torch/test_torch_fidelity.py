@@ -7,9 +7,6 @@ logits are O(1) and depend strongly on the input; each test also checks a negati
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,19 +17,11 @@ from specdsl.backends.torch import build  # noqa: E402
 from specdsl.interop import efficientnet_pytorch, keras_applications  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 
-from .helpers import calibrate_batch_norm, images, load_ir, reference_init  # noqa: E402
+from .helpers import calibrate_batch_norm, flush_denormals, images, load_ir, reference_init  # noqa: E402, F401
 
 TOLERANCE = 1e-4
 CALIBRATION_BATCH = 4
 SIGNAL = 100 * TOLERANCE  # differences that matter are at least this large
-
-
-@pytest.fixture(autouse=True)
-def flush_denormals() -> Iterator[None]:
-    """Random networks produce subnormal activations, several times slower on CPU; both sides see the same mode."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)  # torch's default
 
 
 def assert_faithful(ir: ModelIR, state: dict[str, torch.Tensor], x: torch.Tensor, expected: torch.Tensor) -> None:
@@ -106,28 +95,14 @@ def test_efficientnet_pytorch_import_rejects_unclaimed_tensors() -> None:
 
 
 def keras_reference(constructor: str, seed: int, calibration_size: int | None):  # -> (keras model, its core)
-    """A seeded keras.applications model and the part of it that is the network proper.
+    """A seeded keras.applications model with BN statistics calibrated on image-like inputs (tests/keras/helpers)."""
+    pytest.importorskip("keras")
+    from tests.keras import helpers
 
-    EfficientNetV2 is built without preprocessing; EfficientNet (V1) always has Rescaling and
-    Normalization inside, so its core starts at the stem (the importer skips those layers).
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    keras = pytest.importorskip("keras")
-    np = pytest.importorskip("numpy")
-    keras.utils.set_random_seed(seed)
-    options = {"include_preprocessing": False} if "V2" in constructor else {}
-    model = getattr(keras.applications, constructor)(weights=None, classifier_activation=None, **options)
-    core = model if "V2" in constructor else keras.Model(model.get_layer("stem_conv_pad").input, model.output)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.gamma.shape
-            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
-            layer.momentum = 0.0  # the calibration pass below sets the moving stats to batch stats
+    calibration = None
     if calibration_size is not None:
-        core(images(CALIBRATION_BATCH, calibration_size, seed + 1).permute(0, 2, 3, 1).numpy(), training=True)
-    return model, core
+        calibration = images(CALIBRATION_BATCH, calibration_size, seed + 1).permute(0, 2, 3, 1).numpy()
+    return helpers.keras_reference(constructor, seed, calibration)
 
 
 def check_keras(constructor: str, spec: str) -> None:

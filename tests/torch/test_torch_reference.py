@@ -15,7 +15,7 @@ from specdsl import reference, weights
 from specdsl.api import at_resolution
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import lower
-from tests.strategies import network, spec_text
+from tests.strategies import EVERY_FAMILY_FEATURE, family_network, family_spec_text, network, spec_text
 
 torch = pytest.importorskip("torch")
 
@@ -67,4 +67,22 @@ def test_the_oracle_would_catch_a_wrong_padding() -> None:
 def test_torch_matches_the_oracle_on_random_networks(net: dict) -> None:
     ir = specdsl.loads(spec_text(net), "prop.spec")
     logits, expected = torch_and_oracle(ir, seed=50)
+    assert relative_error(logits, expected) <= TOLERANCE
+
+
+def test_torch_matches_the_oracle_with_every_family_feature() -> None:
+    ir = specdsl.loads(EVERY_FAMILY_FEATURE, "every.spec")
+    kinds = {op.op for op in lower(ir).ops} | {op.function for op in lower(ir).ops if op.op == "activation"}
+    assert {"cond_conv", "slice", "concat", "hard_sigmoid", "hard_swish", "relu", "silu"} <= kinds
+    logits, expected = torch_and_oracle(ir, seed=80)
+    assert np.abs(expected[0] - expected[1]).max() > 100 * TOLERANCE * np.abs(expected).max()
+    assert relative_error(logits, expected) <= TOLERANCE
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=family_network)
+def test_torch_matches_the_oracle_on_random_family_networks(net: dict) -> None:
+    """Mixed kernels, grouped 1x1, fc, CondConv, SE options, head forms, fused stride, depth rules, groups."""
+    ir = specdsl.loads(family_spec_text(net), "family.spec")
+    logits, expected = torch_and_oracle(ir, seed=90)
     assert relative_error(logits, expected) <= TOLERANCE

@@ -64,7 +64,7 @@ def module_at(model: nn.Module, name: str) -> nn.Module | None:
     return dict(model.named_modules()).get(name)
 
 
-@pytest.mark.parametrize("name", ["b0", "v2_s", "b3"])
+@pytest.mark.parametrize("name", ["b0", "v2_s", "b3", "mixnet_s", "cc_b0_4e", "mobilenetv3_large_100"])
 def test_each_op_translates_its_lowered_fields(name: str) -> None:
     """Every op of the lowering is one module at the op's name, with exactly the op's numbers."""
     ir = load_ir(name)
@@ -95,6 +95,13 @@ def test_each_op_translates_its_lowered_fields(name: str) -> None:
             assert module.p == op.rate
         elif op.op == "linear":
             assert (module.in_features, module.out_features) == (op.in_features, op.out_features)
+        elif op.op == "cond_conv":
+            assert isinstance(module, layers.CondConv) and module.weight.shape == (op.experts, *op.expert_shape)
+            assert (module.stride, module.groups, module.dynamic_padding) == (op.stride, op.groups, op.dynamic_padding)
+        elif op.op == "slice":
+            assert (module.start, module.stop) == (op.start, op.stop)
+        elif op.op == "concat":
+            assert isinstance(module, layers.Concat)
     assert len([m for m in model.modules() if not m._modules]) == len(net.ops)  # nothing the lowering lacks
 
 

@@ -131,3 +131,20 @@ def test_no_pickle_in_the_weight_paths() -> None:
         text = source.read_text(encoding="utf-8")
         for banned in ("torch.load(", "torch.save(", "import pickle", "pickle.load"):
             assert banned not in text, f"{source.name} uses {banned}"
+
+
+#: sha256 of the weights file of build(seed=0), recorded before the MBConv family (issue 12) added op kinds: a change
+#: to any existing network's tensor names, shapes, order or init shows here.
+WEIGHT_FILES = {
+    "b0": "c3e6c9200566462457a446fe5fe402f5ca5b589cec12d479e6f1608b800eb5c8",
+    "v2_b0": "6251d43ecd9aa05abc4df151d20102ce53085b0c0f87bb1ac861e3b56cbd956d",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_FILES))
+def test_existing_weight_files_are_byte_identical(name: str, tmp_path: Path) -> None:
+    import hashlib
+
+    ir = load_ir(name)
+    path = weights.save(build(ir, seed=0), tmp_path / "w.safetensors", ir=ir)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == WEIGHT_FILES[name]

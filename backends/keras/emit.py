@@ -1,0 +1,47 @@
+"""Write a Keras model: ``<name>.keras`` and, with ``export="saved_model"``, a TensorFlow SavedModel directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from specdsl.backends import BackendUnavailable
+from specdsl.ir import ModelIR
+
+from ..naming import module_name
+from .model import Weights, build
+
+EXPORTS = ("saved_model",)
+
+
+def emit(
+    ir: ModelIR,
+    out_dir: str | Path,
+    *,
+    weights: Weights = None,
+    seed: int = 0,
+    deploy: bool = False,
+    export: str | None = None,
+    include_preprocessing: bool = False,
+) -> list[Path]:
+    """Write ``<name>.keras`` into ``out_dir`` (and ``<name>_saved_model/`` for TF Serving with export='saved_model').
+
+    The ``.keras`` file holds only stock Keras layers: ``keras.models.load_model(path, safe_mode=True)`` reads it on
+    any Keras backend without specdsl. The SavedModel needs Keras's TensorFlow backend.
+    """
+    if export is not None and export not in EXPORTS:
+        raise ValueError(f"the Keras backend exports {', '.join(EXPORTS)}, not {export!r}")
+    if export == "saved_model" and keras.backend.backend() != "tensorflow":
+        raise BackendUnavailable(f"a SavedModel needs Keras's TensorFlow backend, not {keras.backend.backend()!r}")
+    out_dir = Path(out_dir)
+    stem = module_name(ir.name)
+    model = build(ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing)
+    path = out_dir / f"{stem}.keras"
+    model.save(path)
+    paths = [path]
+    if export == "saved_model":
+        saved = out_dir / f"{stem}_saved_model"
+        model.export(saved, format="tf_saved_model", verbose=False)
+        paths.append(saved)
+    return paths

@@ -1,0 +1,181 @@
+"""IR -> ``keras.Model``: the lowered network translated op by op with the functional API.
+
+Only ``keras.layers`` (and stock activations) are used, so the same model runs on every Keras
+backend and a ``.keras`` file reloads with ``safe_mode=True`` without specdsl. One function per op
+kind in `TRANSLATIONS`; each reads the op's fields and decides nothing (docs/architecture.md).
+Inputs are NHWC at the size the network was lowered for; ``resolution=`` re-lowers at another size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from specdsl import weights as canonical
+from specdsl.api import at_resolution
+from specdsl.backends import BackendUnavailable
+from specdsl.ir import ModelIR
+from specdsl.passes.lower import (
+    INPUT,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dropout,
+    DropPath,
+    Linear,
+    LoweredNetwork,
+    Op,
+    Shape,
+    lower,
+)
+
+from ..naming import module_name
+from .weights import assign, layer_name
+
+Weights = str | Path | Mapping[str, Any] | None
+#: (op, its input tensors, a seed for its initializer or noise) -> its output tensor.
+Translation = Callable[[Any, list[Any], int], Any]
+
+#: The lowering's activation functions by Keras's names; Keras 3's hard_sigmoid is relu6(x + 3) / 6, hard_silu
+#: x * hard_sigmoid(x) (tests/keras check both against the oracle's definitions).
+ACTIVATIONS = {
+    "silu": "silu",
+    "relu": "relu",
+    "relu6": "relu6",
+    "hard_swish": "hard_silu",
+    "sigmoid": "sigmoid",
+    "hard_sigmoid": "hard_sigmoid",
+}
+
+
+def _conv(op: Conv, inputs: list[Any], seed: int) -> Any:
+    """The lowering's pads exactly, on every Keras backend and under either padding rule: explicit zero padding,
+    then a ``valid`` conv; where the lowering says the pads are stride-1 "same" (`Conv.same_size`), the conv pads
+    itself (bit-identical, and no padded copy of the activation). Init as keras.applications: N(0, sqrt(2/fan_out))."""
+    x = inputs[0]
+    top, bottom, left, right = op.pads
+    padding = "same" if op.same_size else "valid"
+    if any(op.pads) and padding == "valid":
+        x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"{layer_name(op.name)}_pad")(x)
+    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
+    common = {"kernel_size": op.kernel, "strides": op.stride, "padding": padding, "use_bias": op.bias}
+    if op.depthwise:
+        layer = keras.layers.DepthwiseConv2D(depthwise_initializer=init, name=layer_name(op.name), **common)
+    else:
+        layer = keras.layers.Conv2D(
+            op.out_channels, groups=op.groups, kernel_initializer=init, name=layer_name(op.name), **common
+        )
+    return layer(x)
+
+
+def _batch_norm(op: BatchNorm, inputs: list[Any], seed: int) -> Any:
+    """Keras's momentum is the weight of the running value, PyTorch's (the lowering's) that of the batch value."""
+    return keras.layers.BatchNormalization(momentum=1.0 - op.momentum, epsilon=op.eps, name=layer_name(op.name))(
+        inputs[0]
+    )
+
+
+def _activation(op: Activation, inputs: list[Any], seed: int) -> Any:
+    return keras.layers.Activation(ACTIVATIONS[op.function], name=layer_name(op.name))(inputs[0])
+
+
+def _drop_path(op: DropPath, inputs: list[Any], seed: int) -> Any:
+    """Per-sample stochastic depth, training only: one Bernoulli draw per sample, survivors scaled by 1/(1 - rate)."""
+    return keras.layers.Dropout(op.rate, noise_shape=(None, 1, 1, 1), seed=seed, name=layer_name(op.name))(inputs[0])
+
+
+def _dropout(op: Dropout, inputs: list[Any], seed: int) -> Any:
+    return keras.layers.Dropout(op.rate, seed=seed, name=layer_name(op.name))(inputs[0])
+
+
+def _linear(op: Linear, inputs: list[Any], seed: int) -> Any:
+    """Init as keras.applications: U(+-1/sqrt(out))."""
+    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=seed)
+    return keras.layers.Dense(op.out_features, use_bias=op.bias, kernel_initializer=init, name=layer_name(op.name))(
+        inputs[0]
+    )
+
+
+TRANSLATIONS: dict[str, Translation] = {
+    "conv": _conv,
+    "batch_norm": _batch_norm,
+    "activation": _activation,
+    "global_avg_pool": lambda op, inputs, seed: keras.layers.GlobalAveragePooling2D(
+        keepdims=True, name=layer_name(op.name)
+    )(inputs[0]),
+    "flatten": lambda op, inputs, seed: keras.layers.Flatten(name=layer_name(op.name))(inputs[0]),
+    "mul": lambda op, inputs, seed: keras.layers.Multiply(name=layer_name(op.name))(inputs),
+    "add": lambda op, inputs, seed: keras.layers.Add(name=layer_name(op.name))(inputs),
+    "drop_path": _drop_path,
+    "dropout": _dropout,
+    "linear": _linear,
+}
+
+
+def nhwc(shape: Shape) -> Shape:
+    """A lowering shape per sample, (C, H, W) or (C,), in Keras's channels-last order."""
+    return (*shape[1:], shape[0]) if len(shape) == 3 else shape
+
+
+def _translate(op: Op, inputs: list[Any], seed: int) -> Any:
+    translation = TRANSLATIONS.get(op.op)
+    if translation is None:
+        raise NotImplementedError(f"the Keras backend has no translation for op kind {op.op!r} ({op.name})")
+    out = translation(op, inputs, seed)
+    if tuple(out.shape[1:]) != nhwc(op.out_shape):
+        raise AssertionError(f"{op.name}: Keras computes shape {out.shape[1:]}, the lowering states {op.out_shape}")
+    return out
+
+
+def op_seeds(seed: int, count: int) -> list[int]:
+    """One seed per op, spawned from ``seed`` (numpy's SeedSequence): reproducible, and no global RNG is read."""
+    return [int(value) >> 1 for value in np.random.SeedSequence(seed).generate_state(count)]  # < 2**31
+
+
+def preprocessing(net: LoweredNetwork) -> keras.layers.Layer:
+    """(pixel / 255 - mean) / std as one layer on 0-255 input: mean and std of ``net.normalization`` in pixels."""
+    norm = net.normalization
+    return keras.layers.Normalization(
+        mean=[255.0 * m for m in norm.mean], variance=[(255.0 * s) ** 2 for s in norm.std], name="preprocessing"
+    )
+
+
+def translate(net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool = False) -> keras.Model:
+    """The functional model of ``net``, weights from the reference init drawn with seeds spawned from ``seed``."""
+    image = keras.Input(shape=nhwc(net.input_shape), name=INPUT)
+    values: dict[str, Any] = {INPUT: preprocessing(net)(image) if include_preprocessing else image}
+    for op, op_seed in zip(net.ops, op_seeds(seed, len(net.ops)), strict=True):
+        values[op.name] = _translate(op, [values[name] for name in op.inputs], op_seed)
+    return keras.Model(image, values[net.output], name=module_name(net.name))
+
+
+def build(
+    ir: ModelIR,
+    *,
+    weights: Weights = None,
+    seed: int = 0,
+    deploy: bool = False,
+    include_preprocessing: bool = False,
+    resolution: int | None = None,
+) -> keras.Model:
+    """Translate ``ir`` into a ``keras.Model`` taking NHWC input and returning logits.
+
+    ``weights``: a canonical safetensors path or a name -> tensor mapping (checked, transposed to Keras's layout);
+    without it, the reference init from ``seed`` (each layer's initializer or noise seeded from it, so builds
+    repeat exactly on one Keras backend; different Keras backends draw different numbers). ``include_preprocessing``
+    (default False, unlike keras.applications: the model then takes what every specdsl backend and the oracle take)
+    puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead.
+    """
+    if deploy:
+        raise BackendUnavailable("the Keras backend has no deploy mode (BN folding); build without it")
+    ir = at_resolution(ir, resolution)
+    state = canonical.read(weights, ir)
+    net = lower(ir)
+    model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
+    if state is not None:
+        assign(model, net, state)
+    return model
