@@ -7,8 +7,10 @@ the backend's inference in ``predict(images: np.ndarray) -> np.ndarray`` (e.g. a
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,3 +69,28 @@ def torch_predictor(
         return model(x).float().cpu().numpy()
 
     return predict
+
+
+def file_predictor(path: str | Path) -> Predict:
+    """The model file that ``specdsl build`` wrote, read the way a deployment reads it: an emitted PyTorch
+    module (``.py``, its ``load_model()``), an ONNX file in onnxruntime, or a ``.keras`` file in Keras (safe
+    mode, NHWC input), so that deployed accuracy is measured on the files themselves."""
+    path = Path(path)
+    if path.suffix == ".py":
+        spec = importlib.util.spec_from_file_location(f"deployed_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return torch_predictor(module.load_model())
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (image,) = session.get_inputs()
+        return lambda images: session.run(None, {image.name: images})[0]
+    if path.suffix == ".keras":
+        import keras
+
+        model = keras.models.load_model(path, safe_mode=True)
+        return lambda images: keras.ops.convert_to_numpy(model(images.transpose(0, 2, 3, 1), training=False))
+    raise ValueError(f"not a model file that specdsl build writes: {path}")

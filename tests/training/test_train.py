@@ -3,7 +3,6 @@ weights, every output exists and loads, and bad invocations are diagnostics."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from specdsl.errors import SpecError  # noqa: E402
 from specdsl.training import TrainOptions, train  # noqa: E402
 from specdsl.training.checkpoint import load as load_checkpoint  # noqa: E402
 from specdsl.training.data import open_source  # noqa: E402
-from specdsl.training.evaluate import evaluate, held_out, torch_predictor  # noqa: E402
+from specdsl.training.evaluate import evaluate, file_predictor, held_out, torch_predictor  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 from .conftest import TRAIN_SPEC  # noqa: E402
@@ -121,24 +120,28 @@ def test_cli_refuses_bad_runs_with_diagnostics(finished_run: Path, tmp_path: Pat
         train(train_spec, tmp_path / "y", TrainOptions(data="builtin:cifar"))
 
 
-def test_trained_weights_deploy_with_the_same_predictions(finished_run: Path, tmp_path: Path) -> None:
-    """best.safetensors through ``specdsl build --backend torch`` (the emitted standalone module) and through
-    specdsl.build gives exactly the held-out predictions, hence accuracy, that the trainer recorded.
+def _built(backend: str, spec: Path, weights: Path, out: Path) -> Path:
+    """``specdsl build`` of the run's spec and weights for ``backend``: the model file it writes."""
+    pytest.importorskip({"torch": "torch", "onnx": "onnxruntime", "keras": "keras"}[backend])
+    built = run_cli("build", str(spec), "--backend", backend, "--weights", str(weights), "-o", str(out), "--json")
+    assert built.returncode == 0, built.stderr
+    return Path(json.loads(built.stdout)["written"][0])
 
-    Another backend joins with one line: its inference as ``predict(images NCHW float32) -> logits``.
-    """
+
+def test_trained_weights_deploy_with_the_same_predictions(finished_run: Path, tmp_path: Path) -> None:
+    """best.safetensors through specdsl.build and through ``specdsl build`` for every backend (the emitted
+    torch module, the .onnx file in onnxruntime, the .keras file in Keras) gives exactly the held-out
+    predictions, hence accuracy, that the trainer recorded."""
     spec, best = finished_run / "spec.spec", finished_run / "best.safetensors"
     summary = json.loads((finished_run / "best.json").read_text())
-    built = run_cli("build", str(spec), "--backend", "torch", "--weights", str(best), "-o", str(tmp_path / "out"))
-    assert built.returncode == 0, built.stderr
     ir = specdsl.load(spec)
     batches = list(held_out(ir, open_source("builtin:digits", ir.in_channels)))
-    emitted = importlib.util.spec_from_file_location("emitted_digits_test", tmp_path / "out" / "digits_test.py")
-    module = importlib.util.module_from_spec(emitted)
-    emitted.loader.exec_module(module)
     predictors = {
-        "specdsl build --backend torch (standalone module)": torch_predictor(module.load_model()),
         "specdsl.build": torch_predictor(specdsl.build(ir, weights=best)),
+        **{
+            f"specdsl build --backend {backend}": file_predictor(_built(backend, spec, best, tmp_path / backend))
+            for backend in ("torch", "onnx", "keras")
+        },
     }
     for name, predict in predictors.items():
         result = evaluate(predict, batches)
