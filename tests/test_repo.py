@@ -22,6 +22,7 @@ def test_readme_starts_with_two_commands_that_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert all(command in ci for command in commands)
     assert "torch==2.13.0" in commands[0]  # pinned: an unpinned torch pulls CUDA wheels
+    assert "--no-deps geffnet==1.0.2" in commands[0]  # its metadata asks for torchvision, which pulls CUDA torch
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is part of the [test] extra")
