@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 import specdsl
 from specdsl import reference, weights
+from specdsl.api import at_resolution
 from specdsl.backends.onnx import OPSETS, build
 from specdsl.backends.onnx.tensorrt import problems
 from specdsl.passes.lower import CondConv, Slice, lower
-from tests.calibrated import calibration_images, random_weights, shipped_case
+from tests.calibrated import calibration_images, images, random_weights, shipped_case
 from tests.conftest import run_cli
 from tests.strategies import EVERY_FAMILY_FEATURE, family_network, family_spec_text
 
@@ -30,11 +31,11 @@ RESOLUTION = 96
 
 
 def assert_within_float32(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Shipped specs with random weights: within 1e-4 of the oracle's O(1) logits. Their depth makes float32 rounding
-    larger than 1e-5 of the largest logit for some weights in every float32 backend (cc_b0_4e at 96 px: the PyTorch
-    backend 2.6e-5, this one 1.9e-5, of 1.02)."""
-    assert np.abs(expected).max() < 2.0
-    assert float(np.abs(actual - expected).max()) <= ABSOLUTE
+    """Within 1e-4 of the oracle, absolute and relative to the largest logit. Deep networks with random weights make
+    float32 rounding exceed 1e-5 of the largest logit in every float32 backend (cc_b0_4e at 96 px: the PyTorch backend
+    2.6e-5, this one 1.9e-5, of 1.02; a 22-block random family network: 1.0e-5 and 1.3e-5 of 0.35)."""
+    error = float(np.abs(actual - expected).max())
+    assert error <= ABSOLUTE and error <= ABSOLUTE * np.abs(expected).max(), (error, np.abs(expected).max())
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -52,6 +53,9 @@ def test_every_family_feature_matches_the_oracle_in_every_form() -> None:
     expected = reference.run(net, state, x)
     for options in ({}, {"keep_bn": True}, {"dynamic_size": True}):
         assert_close(logits(build(ir, weights=state, **options), x), expected)
+    other = images(2, 47, seed=31)  # --dynamic-size at a size it was not lowered for (odd: other SAME pads)
+    dynamic = build(ir, weights=state, dynamic_size=True)
+    assert_close(logits(dynamic, other), reference.run(lower(at_resolution(ir, 47)), state, other))
     model = onnx_ir.to_proto(build(ir, weights=state))
     onnx.checker.check_model(model, full_check=True)
     assert problems(model) == []
@@ -64,7 +68,7 @@ def test_random_family_networks_match_the_oracle(net: dict, keep_bn: bool, dynam
     state = random_weights(ir, seed=40)
     x = calibration_images(ir, seed=40)[:2]
     model = build(ir, weights=state, keep_bn=keep_bn, dynamic_size=dynamic_size, opset=opset)
-    assert_close(logits(model, x), reference.run(lower(ir), state, x))
+    assert_within_float32(logits(model, x), reference.run(lower(ir), state, x))
 
 
 def test_cond_conv_keeps_the_batch_dynamic() -> None:
