@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from specdsl.ir import ModelIR
-from specdsl.passes.lower import BatchNorm, Conv, Linear, LoweredNetwork, Shape, lower
+from specdsl.passes.lower import BatchNorm, CondConv, Conv, Linear, LoweredNetwork, Shape, lower
 
 #: Written to the safetensors metadata; readers accept files without it.
 FORMAT = "specdsl-canonical/1"
@@ -113,17 +113,17 @@ def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
 def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
     """The reference init as canonical float32 arrays, reproducible from ``seed`` alone (numpy's PCG64).
 
-    Same rule as the PyTorch backend's: conv N(0, sqrt(2 / fan_out)) with fan_out = k*k*out // groups,
-    linear U(+-1/sqrt(out)), biases 0, BN weight 1, bias 0, mean 0, var 1. The random stream is numpy's,
-    so a seed gives other values than ``specdsl.build(ir, seed=seed)``; it lets a backend without
-    torch emit a complete model.
+    Same rule as the PyTorch backend's: conv (and each CondConv expert) N(0, sqrt(2 / fan_out)) with
+    fan_out = k*k*out // groups, linear U(+-1/sqrt(out)), biases 0, BN weight 1, bias 0, mean 0, var 1.
+    The random stream is numpy's, so a seed gives other values than ``specdsl.build(ir, seed=seed)``;
+    it lets a backend without torch emit a complete model.
     """
     rng = np.random.default_rng(seed)
     state: dict[str, np.ndarray] = {}
     for op in lower(ir).ops:
         for name, shape in op.tensors().items():
             suffix = name.rsplit(".", 1)[1]
-            if isinstance(op, Conv) and suffix == "weight":
+            if isinstance(op, Conv | CondConv) and suffix == "weight":
                 fan_out = op.kernel * op.kernel * op.out_channels // op.groups
                 state[name] = rng.standard_normal(shape, dtype=np.float32)
                 state[name] *= np.float32(math.sqrt(2.0 / fan_out))

@@ -3,11 +3,14 @@ image-like inputs by the numpy oracle, so every op's numbers matter and the logi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+import specdsl
 from specdsl import reference, weights
+from specdsl.api import at_resolution
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import BatchNorm, Conv, Linear, lower
 
@@ -53,5 +56,22 @@ def random_weights(ir: ModelIR, seed: int, calibration: int = 4) -> dict[str, np
                 np.float32
             )
             state[f"{op.name}.bias"] = rng.uniform(-bound, bound, op.out_features).astype(np.float32)
-    x = images(calibration, ir.resolution, seed + 2, ir.in_channels)
-    return reference.calibrate_batch_norm(net, state, x)
+    return reference.calibrate_batch_norm(net, state, calibration_images(ir, seed, calibration))
+
+
+def calibration_images(ir: ModelIR, seed: int, calibration: int = 4) -> np.ndarray:
+    """The NCHW images `random_weights(ir, seed, calibration)` calibrates BN statistics on. Logits of these are O(1);
+    an unseen image can drive a deep random network's logits to 10 or more, where float32 rounding grows alike."""
+    return images(calibration, ir.resolution, seed + 2, ir.in_channels)
+
+
+@functools.cache
+def shipped_case(
+    name: str, resolution: int, seed: int = 20
+) -> tuple[ModelIR, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A shipped spec at ``resolution`` with `random_weights`, two of its calibration images (NCHW) and the oracle's
+    logits for them: computed once per session, for every backend's tests."""
+    ir = at_resolution(specdsl.load(name), resolution)
+    state = random_weights(ir, seed)
+    x = calibration_images(ir, seed)[:2]
+    return ir, state, x, reference.run(lower(ir), state, x)

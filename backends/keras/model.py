@@ -23,17 +23,18 @@ from specdsl.passes.lower import (
     INPUT,
     Activation,
     BatchNorm,
-    Conv,
     Dropout,
     DropPath,
     Linear,
     LoweredNetwork,
     Op,
     Shape,
+    Slice,
     lower,
 )
 
 from ..naming import module_name
+from .convs import cond_conv, conv
 from .weights import assign, layer_name
 
 Weights = str | Path | Mapping[str, Any] | None
@@ -50,26 +51,6 @@ ACTIVATIONS = {
     "sigmoid": "sigmoid",
     "hard_sigmoid": "hard_sigmoid",
 }
-
-
-def _conv(op: Conv, inputs: list[Any], seed: int) -> Any:
-    """The lowering's pads exactly, on every Keras backend and under either padding rule: explicit zero padding,
-    then a ``valid`` conv; where the lowering says the pads are stride-1 "same" (`Conv.same_size`), the conv pads
-    itself (bit-identical, and no padded copy of the activation). Init as keras.applications: N(0, sqrt(2/fan_out))."""
-    x = inputs[0]
-    top, bottom, left, right = op.pads
-    padding = "same" if op.same_size else "valid"
-    if any(op.pads) and padding == "valid":
-        x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"{layer_name(op.name)}_pad")(x)
-    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
-    common = {"kernel_size": op.kernel, "strides": op.stride, "padding": padding, "use_bias": op.bias}
-    if op.depthwise:
-        layer = keras.layers.DepthwiseConv2D(depthwise_initializer=init, name=layer_name(op.name), **common)
-    else:
-        layer = keras.layers.Conv2D(
-            op.out_channels, groups=op.groups, kernel_initializer=init, name=layer_name(op.name), **common
-        )
-    return layer(x)
 
 
 def _batch_norm(op: BatchNorm, inputs: list[Any], seed: int) -> Any:
@@ -92,6 +73,16 @@ def _dropout(op: Dropout, inputs: list[Any], seed: int) -> Any:
     return keras.layers.Dropout(op.rate, seed=seed, name=layer_name(op.name))(inputs[0])
 
 
+def _slice(op: Slice, inputs: list[Any], seed: int) -> Any:
+    """Channels start:stop, in stock layers (Keras has no slicing layer): the channels as a spatial axis, cropped."""
+    x = inputs[0]
+    name, channels = layer_name(op.name), x.shape[-1]
+    _, height, width = op.out_shape
+    cells = keras.layers.Reshape((height, width, channels, 1), name=f"{name}_cells")(x)
+    kept = keras.layers.Cropping3D(((0, 0), (0, 0), (op.start, channels - op.stop)), name=f"{name}_crop")(cells)
+    return keras.layers.Reshape(nhwc(op.out_shape), name=name)(kept)
+
+
 def _linear(op: Linear, inputs: list[Any], seed: int) -> Any:
     """Init as keras.applications: U(+-1/sqrt(out))."""
     init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=seed)
@@ -101,7 +92,10 @@ def _linear(op: Linear, inputs: list[Any], seed: int) -> Any:
 
 
 TRANSLATIONS: dict[str, Translation] = {
-    "conv": _conv,
+    "conv": conv,
+    "cond_conv": cond_conv,
+    "slice": _slice,
+    "concat": lambda op, inputs, seed: keras.layers.Concatenate(axis=-1, name=layer_name(op.name))(inputs),
     "batch_norm": _batch_norm,
     "activation": _activation,
     "global_avg_pool": lambda op, inputs, seed: keras.layers.GlobalAveragePooling2D(

@@ -41,6 +41,15 @@ Function = Literal["silu", "relu", "relu6", "hard_swish", "sigmoid", "hard_sigmo
 _BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 
 
+def _same_size(kernel: int, stride: int, pads: Pads) -> bool:
+    before, after = (kernel - 1) // 2, kernel // 2
+    return stride == 1 and pads == (before, after, before, after)
+
+
+def _depthwise(groups: int, in_channels: int, out_channels: int) -> bool:
+    return groups > 1 and groups == in_channels == out_channels
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Op:
     """Fields every op has. Ops are plain frozen records: `lower` builds thousands of them, and pydantic
@@ -82,13 +91,12 @@ class Conv(_Op):
         """Stride 1 with pads that keep the size, an even kernel's extra pixel after: what "same" padding means at
         stride 1 in TensorFlow, Keras and PyTorch alike, so a backend may let the conv pad itself (padding modes
         differ only where the stride is 2)."""
-        before, after = (self.kernel - 1) // 2, self.kernel // 2
-        return self.stride == 1 and self.pads == (before, after, before, after)
+        return _same_size(self.kernel, self.stride, self.pads)
 
     @property
     def depthwise(self) -> bool:
         """One filter per channel (groups == in == out > 1): frameworks give this conv its own layer and layout."""
-        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        return _depthwise(self.groups, self.in_channels, self.out_channels)
 
     def tensors(self) -> dict[str, Shape]:
         out = {f"{self.name}.weight": self.weight_shape}
@@ -116,6 +124,16 @@ class CondConv(_Op):
     experts: int
     pads: Pads  # as `Conv.pads`
     dynamic_padding: bool  # as `Conv.dynamic_padding`
+
+    @property
+    def same_size(self) -> bool:
+        """As `Conv.same_size`."""
+        return _same_size(self.kernel, self.stride, self.pads)
+
+    @property
+    def depthwise(self) -> bool:
+        """As `Conv.depthwise`: each expert's kernel is (C, 1, k, k)."""
+        return _depthwise(self.groups, self.in_channels, self.out_channels)
 
     @property
     def expert_shape(self) -> Shape:

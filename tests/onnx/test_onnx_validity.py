@@ -47,7 +47,7 @@ def test_every_shipped_spec_is_valid_and_ready_for_tensorrt(name: str, tmp_path:
     assert len(inferred.graph.value_info) >= len(model.graph.node) - 1  # every intermediate value has a shape
     assert problems(model) == []
     op_types = {node.op_type for node in model.graph.node}
-    assert not op_types & {"Pad", "Shape", "Gather", "Reshape"}
+    assert not op_types & {"Pad", "Shape", "Gather"}  # Reshape and Slice only with constant operands (problems)
     assert op_types <= ALLOWLIST
 
 
