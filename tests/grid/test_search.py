@@ -205,3 +205,16 @@ def test_parallel_jobs_and_torchrun_shards_reproduce_the_sequential_search(
         records = [json.loads(line) for line in (tmp_path / "sharded" / shard_logs[index]).read_text().splitlines()]
         assert {r["shard"] for r in records} == {f"{index}/2"}
     assert (tmp_path / "sharded" / "best.spec").read_text() == (out / "best.spec").read_text()
+
+
+def test_slots_split_the_machine_between_jobs_and_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    Slot = worker.Slot
+    monkeypatch.setattr(worker, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert worker.local_slots(None, environ={}) == [Slot("cpu", 16)]
+    assert worker.local_slots(4, environ={}) == [Slot("cpu", 4)] * 4
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker.local_slots(None, environ={}) == [Slot("cuda:0", 8), Slot("cuda:1", 8)]  # one network per GPU
+    assert worker.local_slots(3, 1, environ={}) == [Slot("cuda:0", 1), Slot("cuda:1", 1), Slot("cuda:0", 1)]
+    # torchrun with 8 ranks here: each rank trains on its own cuda:LOCAL_RANK (the trainer's default) or CPU share.
+    assert worker.local_slots(None, environ={"LOCAL_WORLD_SIZE": "8"}) == [Slot(None, 2)]
