@@ -148,8 +148,26 @@ def markdown(result: GridResult) -> str:
         "`*`: the chosen point. Points that round to the same network share its training (same `net`). "
         "`-`: pruned before that rung.",
         "",
+        *_outside(result),
     ]
     return "\n".join(lines)
+
+
+def _outside(result: GridResult) -> list[str]:
+    """The points the filter left out, with what it measured (or why the spec cannot scale there)."""
+    rejected = [point for point in result.points if not point.kept]
+    if not rejected:
+        return []
+    lines = [
+        f"<details><summary>{len(rejected)} grid points outside the budget</summary>",
+        "",
+        "| α | β | γ | αβ²γ² | MACs ratio | params | res |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in rejected:
+        measured = f"{p.ratio:.3f} | {p.params:,} | {p.resolution}" if p.error is None else f"{p.error} | - | -"
+        lines.append(f"| {p.alpha:g} | {p.beta:g} | {p.gamma:g} | {p.ideal:.3f} | {measured} |")
+    return [*lines, "", "</details>", ""]
 
 
 def plot(result: GridResult) -> bytes:
@@ -187,8 +205,9 @@ def plot(result: GridResult) -> bytes:
     return buffer.getvalue()
 
 
-def write(result: GridResult, out: Path) -> list[Path]:
-    """Write the four outputs into ``out``, all or none (replacing a previous report of the same search)."""
+def write(result: GridResult, out: Path, *, merge_log: bool = False) -> list[Path]:
+    """Write the outputs into ``out``, all or none (replacing a previous report of the same search). A sharded
+    search (``merge_log``) also gets ``results.jsonl``: every shard's results in one log."""
     chosen = result.chosen
     settings = result.settings
     header = [
@@ -203,6 +222,9 @@ def write(result: GridResult, out: Path) -> list[Path]:
         "best.spec": best_spec(result, header),
         "summary.json": json.dumps(summary(result, out), indent=2) + "\n",
     }
+    if merge_log:
+        records = sorted(result.results.values(), key=lambda record: (record["rung"], record["candidate"]))
+        contents[store.RESULTS_FILE] = "".join(json.dumps(record) + "\n" for record in records)
     with staged_output(out, force=True) as staging:
         for name, content in contents.items():
             path = staging.path / name

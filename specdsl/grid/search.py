@@ -196,7 +196,7 @@ def search(
         chosen=closest_to_budget(list(best.points), settings.budget),
     )
     if shard[0] == 0:
-        report.write(result, out)
+        report.write(result, out, merge_log=shard[1] > 1)
     return result
 
 

@@ -91,8 +91,11 @@ def test_a_search_writes_every_output(searched: tuple[Path, Path, str]) -> None:
     assert [p["kept"] for p in summary["grid_points"]] == [False, True, True, True, False, False]
     table = (out / "table.md").read_text()
     assert "epochs trained: **3**, against 4 for every network's full 2-epoch proxy (1 fewer)" in table
-    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    kept, outside = table.split("<details>")
+    rows = [line for line in kept.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 3 and rows[0].startswith("| 1* |")  # every kept point; the chosen one first
+    assert "3 grid points outside the budget" in outside
+    assert "| 1 | 1 | 1 | 1.000 | 1.000 | " in outside  # the base itself: ratio 1
     assert "3 epochs trained instead of 4 (1 fewer)" in printed
     png = (out / "accuracy_vs_macs.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 300_000
@@ -205,6 +208,8 @@ def test_parallel_jobs_and_torchrun_shards_reproduce_the_sequential_search(
         records = [json.loads(line) for line in (tmp_path / "sharded" / shard_logs[index]).read_text().splitlines()]
         assert {r["shard"] for r in records} == {f"{index}/2"}
     assert (tmp_path / "sharded" / "best.spec").read_text() == (out / "best.spec").read_text()
+    merged = [json.loads(line) for line in (tmp_path / "sharded" / "results.jsonl").read_text().splitlines()]
+    assert {(r["candidate"], r["rung"]): (r["accuracy"], r["loss"]) for r in merged} == outcomes(out)
 
 
 def test_slots_split_the_machine_between_jobs_and_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
