@@ -202,7 +202,7 @@ def test_parallel_jobs_and_torchrun_shards_reproduce_the_sequential_search(
     assert sharded.returncode == 0, stderr[-3000:]
     assert outcomes(tmp_path / "jobs") == outcomes(out)
     assert outcomes(tmp_path / "sharded") == outcomes(out)
-    shard_logs = sorted(path.name for path in (tmp_path / "sharded").glob("results*.jsonl"))
+    shard_logs = sorted(path.name for path in (tmp_path / "sharded").glob("results.shard-*.jsonl"))
     assert shard_logs == ["results.shard-0-of-2.jsonl", "results.shard-1-of-2.jsonl"]
     for index in (0, 1):  # each rank trained its own networks (every 2nd of each rung), no other
         records = [json.loads(line) for line in (tmp_path / "sharded" / shard_logs[index]).read_text().splitlines()]
