@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from specdsl import __version__
-from specdsl.cli import commands, train
+from specdsl.cli import commands, grid, train
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -25,6 +25,7 @@ _EPILOG = """examples:
   specdsl build specs/b0.spec --backend onnx -o build/b0-onnx --weights b0.safetensors
   specdsl plot v2_s -o v2_s.png
   specdsl train specs/digits_tiny.spec -o runs/digits
+  specdsl grid specs/digits_tiny.spec -o grids/digits --alpha 1:2:0.2 --beta 1:1.4:0.1 --gamma 1:1.5:0.25
 """
 
 
@@ -164,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=commands.cmd_build)
 
     train.add_parser(sub)
+    grid.add_parser(sub, [specs])
 
     plot = sub.add_parser(
         "plot",

@@ -63,16 +63,22 @@ def add_parser(sub: Any) -> None:
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags and each ``--set key=value`` (the value written as in a spec file) as training keys."""
+    overrides = set_overrides(args.set)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
+    return overrides | {key: value for key, value in flags.items() if value is not None}
+
+
+def set_overrides(items: list[str]) -> dict[str, Any]:
+    """Each ``--set key=value`` (the value written as in a spec file) as a training key."""
     overrides: dict[str, Any] = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"--set takes KEY=VALUE, got {item!r}", path="--set")
         raw = parse_text(f"training {{ {key.strip()} = {value.strip()} }}", f"--set {item}")
         ((name, parsed),) = raw.sections["training"].items()
         overrides[name] = parsed.value
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
-    return overrides | {key: value for key, value in flags.items() if value is not None}
+    return overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:

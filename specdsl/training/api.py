@@ -15,7 +15,7 @@ from specdsl.errors import SpecError
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
-from specdsl.training.data import open_source
+from specdsl.training.data import open_source, with_train_subset
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
 from specdsl.training.loop import LoopSettings, Trainer
@@ -43,6 +43,9 @@ class TrainOptions:
     resume: bool = False
     force: bool = False  # start afresh in a run directory that holds another run
     quiet: bool = False
+    plot: bool = True  # draw plot.png at each stage's end (off for many short runs: specdsl grid)
+    distributed: bool = True  # under torchrun, join its process group (False: train alone on this rank)
+    train_images: int | None = None  # train on a fixed random subset of this many images (proxy runs)
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,10 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
     if options.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    ctx = Context.from_environment(options.device)
+    ctx = Context.from_environment(options.device, join=options.distributed)
     try:
         _check_options(options, ctx)
-        source = open_source(options.data, ir.in_channels)
+        source = with_train_subset(open_source(options.data, ir.in_channels), options.train_images)
         if len(source.classes) != ir.head.classes:
             raise SpecError(
                 f"{source.name} has {len(source.classes)} classes but the network has {ir.head.classes} outputs: "
@@ -107,6 +110,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
             eval_batch_size=options.eval_batch_size,
             stop_at_epoch=options.stop_at_epoch,
             quiet=options.quiet,
+            plot=options.plot,
         )
         trainer = Trainer(ir, source, run_dir, ctx, settings)
         if options.resume:

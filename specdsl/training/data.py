@@ -17,6 +17,7 @@ photographs, or the whole image for digits, resized to the evaluation resolution
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,34 @@ class FileSplit:
         with Image.open(self.paths[index]) as opened:
             array = np.asarray(opened.convert("L" if self.channels == 1 else "RGB"))
         return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class SubsetSplit:
+    """Some images of another split, by index."""
+
+    split: Split
+    indices: Sequence[int]
+    labels: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.split.image(self.indices[index])
+
+
+def with_train_subset(source: Source, count: int | None) -> Source:
+    """``source`` training on ``count`` of its images (all when None): the same fixed random choice on every
+    machine and run, whatever the training seed, so short proxy runs (``specdsl grid``) compare networks on
+    the same images. The held-out split is unchanged."""
+    if count is None or count >= len(source.train):
+        return source
+    if count < 1:
+        raise SpecError(f"a training subset needs at least one image, got {count}", path=source.name)
+    chosen = sorted(random.Random("specdsl-train-subset").sample(range(len(source.train)), count))
+    labels = [source.train.labels[index] for index in chosen]
+    return dataclasses.replace(source, train=SubsetSplit(source.train, chosen, labels))
 
 
 def digits(channels: int, seed: int = 0) -> Source:

@@ -37,10 +37,14 @@ class Context:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls, device: str | None = None) -> Context:
-        """Join torchrun's process group when WORLD_SIZE > 1; pick the device (cuda:LOCAL_RANK if available)."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
+    def from_environment(cls, device: str | None = None, *, join: bool = True) -> Context:
+        """Join torchrun's process group when WORLD_SIZE > 1; pick the device (cuda:LOCAL_RANK if available).
+
+        ``join=False``: one process on its own even under torchrun (``specdsl grid`` trains a different
+        network on each rank), still on ``cuda:LOCAL_RANK`` when no device is given.
+        """
+        world_size = int(os.environ.get("WORLD_SIZE", "1")) if join else 1
+        rank = int(os.environ.get("RANK", "0")) if join else 0
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

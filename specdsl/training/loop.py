@@ -58,6 +58,7 @@ class LoopSettings:
     eval_batch_size: int = 256
     stop_at_epoch: int | None = None
     quiet: bool = False
+    plot: bool = True
 
 
 def seed_of(seed: int, rank: int, purpose: str) -> int:
@@ -299,7 +300,8 @@ class Trainer:
             if self.ctx.is_main:  # before the checkpoint: a resumed run drops records past its checkpoint
                 append_metrics(metrics, record)
             self._save()
-            if self.ctx.is_main and (done or epoch + 1 == stage.end_epoch or epoch + 1 == last):
+            drawn = done or epoch + 1 == stage.end_epoch or epoch + 1 == last
+            if self.ctx.is_main and self.settings.plot and drawn:
                 plot_run(read_metrics(metrics), self.run_dir / "plot.png", f"{self.ir.name} on {self.source.name}")
             self.ctx.barrier()
 

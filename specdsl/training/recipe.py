@@ -38,10 +38,15 @@ def run_spec_text(ir: ModelIR) -> str:
     return render_document(ir.spec, header=["The spec this run trained (specdsl train): every key spelled out."])
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run directory holds a completed epoch to resume from."""
+    return (run_dir / "checkpoint" / "state.json").exists()
+
+
 def check_run_dir(run_dir: Path, spec_text: str, *, resume: bool, force: bool) -> None:
     """A fresh run needs an empty (or forced) directory; a resumed one a checkpoint and the same spec."""
     if resume:
-        if not (run_dir / "checkpoint" / "state.json").exists():
+        if not has_checkpoint(run_dir):
             raise SpecError("nothing to resume: no checkpoint in this run directory", path=str(run_dir))
         saved = run_dir / SPEC_FILE
         if saved.read_text(encoding="utf-8") != spec_text:

@@ -13,7 +13,7 @@ import specdsl
 from specdsl.training.schedule import schedule_of
 from tests.conftest import SPECS, run_cli
 
-COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train"]
+COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train", "grid"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

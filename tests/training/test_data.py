@@ -20,6 +20,7 @@ from specdsl.training.data import (  # noqa: E402
     eval_view,
     open_source,
     random_crop_box,
+    with_train_subset,
 )
 
 
@@ -32,6 +33,23 @@ def test_digits_split_is_fixed_and_stratified() -> None:
     assert image.shape == (3, 8, 8) and image.dtype == torch.uint8 and int(source.train.images.max()) == 255
     assert torch.equal(image[0], image[2]) and torch.equal(digits(1).train.image(0)[0], image[0])
     assert torch.equal(digits(3).held_out.images, source.held_out.images)  # the same 360 images every time
+
+
+def test_a_training_subset_is_one_fixed_choice_and_leaves_the_held_out_split() -> None:
+    """Proxy runs (specdsl grid) compare networks on the same images, whatever their seed."""
+    source = digits(3)
+    subset = with_train_subset(source, 256)
+    assert len(subset.train) == 256 and subset.held_out is source.held_out
+    assert list(subset.train.indices) == list(with_train_subset(digits(1), 256).train.indices)
+    assert list(subset.train.indices) == sorted(set(subset.train.indices))
+    for position in (0, 100, 255):
+        original = subset.train.indices[position]
+        assert torch.equal(subset.train.image(position), source.train.image(original))
+        assert subset.train.labels[position] == source.train.labels[original]
+    assert len(Counter(subset.train.labels)) == 10
+    assert with_train_subset(source, None) is source and with_train_subset(source, 5000) is source
+    with pytest.raises(SpecError, match="at least one image"):
+        with_train_subset(source, 0)
 
 
 def write_folder(root: Path) -> None:

@@ -1,0 +1,294 @@
+"""``specdsl grid``: enumerate, filter by measured MACs, train with successive halving, rank, report.
+
+The grid's points that round to the same network are one *candidate* (trained once, under
+``runs/n<k>``). Every rung's results go to the results log as they come in; a rerun with the same output
+directory skips what is recorded and resumes a network from its checkpoint. A shard (``--shard I/N``, or a
+torchrun rank) trains every N-th network of each rung and then waits until the other shards' results for
+that rung are in the directory, so all shards promote the same networks; shard 0 writes the report.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from specdsl.errors import SpecError
+from specdsl.frontend.format import render_document
+from specdsl.grid import halving, store
+from specdsl.grid.proxy import Task, proxy_document, proxy_text
+from specdsl.grid.space import GridPoint, closest_to_budget, enumerate_grid, point_document
+from specdsl.spec import SpecDocument
+from specdsl.training.recipe import with_recipe
+
+if TYPE_CHECKING:
+    from specdsl.grid.worker import Runner  # imports torch: loaded when a search runs
+
+Log = Callable[[str], None]
+POLL_SECONDS = (0.1, 5.0)  # a shard looks for the other shards' results after 0.1 s, then twice as late, up to 5 s
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """What is searched and how each network trains (everything a rerun must repeat to continue)."""
+
+    alphas: tuple[float, ...]
+    betas: tuple[float, ...]
+    gammas: tuple[float, ...]
+    data: str = "builtin:digits"
+    budget: float = 2.0
+    tolerance: float = 0.1  # relative: keep |ratio - budget| <= tolerance * budget
+    epochs: int = 9  # proxy epochs of the finalists (the last rung)
+    eta: int = 3
+    top: int = 3
+    seed: int = 0
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # training keys overriding the base's
+    train_images: int | None = None  # train on a fixed random subset of the training images
+
+    def check(self) -> None:
+        for flag, value, ok, rule in (
+            ("--budget", self.budget, math.isfinite(self.budget) and self.budget > 0, "must be positive"),
+            ("--tolerance", self.tolerance, math.isfinite(self.tolerance) and self.tolerance >= 0, "must be >= 0"),
+            ("--epochs", self.epochs, self.epochs >= 1, "must be at least 1"),
+            ("--eta", self.eta, self.eta >= 2, "must be at least 2"),
+            ("--top", self.top, self.top >= 1, "must be at least 1"),
+            ("--train-images", self.train_images, self.train_images is None or self.train_images >= 1, "must be >= 1"),
+        ):
+            if not ok:
+                raise SpecError(rule, path=f"{flag} {value:g}")
+
+    def config(self, base: SpecDocument) -> dict[str, Any]:
+        """The ``grid.json`` a continued search must match."""
+        return {
+            "base": render_document(with_recipe(base, self.recipe)),
+            "data": self.data,
+            "alpha": list(self.alphas),
+            "beta": list(self.betas),
+            "gamma": list(self.gammas),
+            "budget": self.budget,
+            "tolerance": self.tolerance,
+            "epochs": self.epochs,
+            "eta": self.eta,
+            "top": self.top,
+            "seed": self.seed,
+            "train_images": self.train_images,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One network to train: the kept grid points that round to it."""
+
+    index: int
+    points: tuple[GridPoint, ...]
+    spec_text: str  # the network with the proxy recipe
+
+    @property
+    def name(self) -> str:
+        return f"n{self.index:03d}"
+
+    @property
+    def first(self) -> GridPoint:
+        return self.points[0]
+
+
+@dataclass(frozen=True)
+class GridResult:
+    settings: GridSettings
+    base: SpecDocument
+    points: list[GridPoint]
+    candidates: list[Candidate]
+    rungs: list[halving.Rung]
+    results: dict[tuple[int, int], dict[str, Any]]  # (candidate, rung) -> record
+    ranking: list[int]  # candidates, best first: furthest rung, then its score
+    chosen: GridPoint  # the winner's point reported as the answer
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[self.ranking[0]]
+
+    @property
+    def epochs_spent(self) -> int:
+        return halving.epochs_spent(self.rungs)
+
+    @property
+    def epochs_full(self) -> int:
+        return len(self.candidates) * self.settings.epochs
+
+
+def candidates_of(points: list[GridPoint], base: SpecDocument, settings: GridSettings) -> list[Candidate]:
+    """The kept points grouped by network, in grid order of each network's first point."""
+    groups: dict[str, list[GridPoint]] = {}
+    for point in points:
+        if point.kept:
+            groups.setdefault(point.network, []).append(point)
+    candidates = []
+    for index, members in enumerate(groups.values()):
+        scaled = point_document(base, *members[0].constants)
+        scaled = scaled.model_copy(update={"name": f"{base.name}-n{index:03d}"})
+        proxy = proxy_document(scaled, base, epochs=settings.epochs, overrides=settings.recipe)
+        candidates.append(Candidate(index, tuple(members), proxy_text(proxy)))
+    return candidates
+
+
+def _no_point_kept(points: list[GridPoint], settings: GridSettings) -> SpecError:
+    ratios = [point.ratio for point in points if point.error is None]
+    seen = f"measured ratios run from {min(ratios):.3g} to {max(ratios):.3g}" if ratios else "no point scales"
+    return SpecError(
+        f"no grid point's MACs ratio lies within {100 * settings.tolerance:g}% of {settings.budget:g} ({seen})",
+        path=f"--budget {settings.budget:g}",
+        hint="widen --tolerance or move the --alpha/--beta/--gamma ranges",
+    )
+
+
+def search(
+    base: SpecDocument,
+    out: str | Path,
+    settings: GridSettings,
+    *,
+    jobs: int | None = None,
+    threads: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    log: Log = _stderr,
+) -> GridResult:
+    """Run (or continue) the search into ``out``; shard 0 of N writes the report there."""
+    from specdsl.grid import report
+    from specdsl.grid.worker import Runner, local_slots
+
+    settings.check()
+    out = Path(out)
+    with_recipe(base, settings.recipe)  # bad --set keys are diagnostics before anything is computed
+    points = enumerate_grid(
+        base, settings.alphas, settings.betas, settings.gammas, budget=settings.budget, tolerance=settings.tolerance
+    )
+    candidates = candidates_of(points, base, settings)
+    if not candidates:
+        raise _no_point_kept(points, settings)
+    rungs = halving.plan(len(candidates), settings.epochs, settings.eta, settings.top)
+    store.prepare(out, settings.config(base))
+    (out / store.RUNS_DIR).mkdir(exist_ok=True)
+    kept = sum(point.kept for point in points)
+    log(f"{len(points)} grid points, {kept} within the budget, {len(candidates)} distinct networks; "
+        f"{len(rungs)} rung(s) of {', '.join(f'{r.size} x {r.epochs} epochs' for r in rungs)}")  # fmt: skip
+
+    with Runner(local_slots(jobs, threads)) as runner:
+        _run_rungs(runner, candidates, rungs, out, settings, shard, log)
+
+    results = store.read_results(out)
+    ranking = _final_ranking(candidates, rungs, results)
+    best = candidates[ranking[0]]
+    result = GridResult(
+        settings=settings,
+        base=base,
+        points=points,
+        candidates=candidates,
+        rungs=rungs,
+        results=results,
+        ranking=ranking,
+        chosen=closest_to_budget(list(best.points), settings.budget),
+    )
+    if shard[0] == 0:
+        report.write(result, out, merge_log=shard[1] > 1)
+    return result
+
+
+def _run_rungs(
+    runner: Runner,
+    candidates: list[Candidate],
+    rungs: list[halving.Rung],
+    out: Path,
+    settings: GridSettings,
+    shard: tuple[int, int],
+    log: Log,
+) -> None:
+    """Train this shard's share of each rung (skipping recorded results), then promote the rung's best."""
+    eval_every = math.gcd(*(rung.epochs for rung in rungs))
+    log_file = out / store.results_file(shard)
+    members = [candidate.index for candidate in candidates]
+    for rung in rungs:
+        done = store.read_results(out)
+        mine = [c for position, c in enumerate(members) if position % shard[1] == shard[0]]
+        tasks = [_task(candidates[c], rung, out, settings, eval_every) for c in mine if (c, rung.index) not in done]
+        log(f"rung {rung.index + 1}/{len(rungs)}: {len(members)} networks to epoch {rung.epochs}, "
+            f"{len(tasks)} to train here ({len(mine) - len(tasks)} already done)")  # fmt: skip
+        for task, outcome in runner.run(tasks):
+            candidate = candidates[task.candidate]
+            record = _record(candidate, rung, outcome, shard)
+            store.append(log_file, record)
+            accuracy = f"{100 * record['accuracy']:.2f}%"
+            log(f"  {candidate.name} {_constants(candidate.first)}: {accuracy} after {rung.epochs} epoch(s), "
+                f"{record['seconds']:.1f} s")  # fmt: skip
+        done = _wait_for(out, members, rung, log)
+        if rung.index + 1 < len(rungs):
+            members = halving.ranking(_score(done, c, rung.index) for c in members)[: rungs[rung.index + 1].size]
+
+
+def _score(results: dict[tuple[int, int], dict[str, Any]], candidate: int, rung: int) -> halving.Score:
+    record = results[(candidate, rung)]
+    return halving.Score(candidate, record["accuracy"], record["loss"])
+
+
+def _constants(point: GridPoint) -> str:
+    return f"(α {point.alpha:g}, β {point.beta:g}, γ {point.gamma:g})"
+
+
+def _task(candidate: Candidate, rung: halving.Rung, out: Path, settings: GridSettings, eval_every: int) -> Task:
+    return Task(
+        candidate=candidate.index,
+        rung=rung.index,
+        spec_text=candidate.spec_text,
+        run_dir=str(out / store.RUNS_DIR / candidate.name),
+        epochs=rung.epochs,
+        eval_every=eval_every,
+        data=settings.data,
+        seed=settings.seed,
+        train_images=settings.train_images,
+    )
+
+
+def _record(candidate: Candidate, rung: halving.Rung, outcome: dict[str, Any], shard: tuple[int, int]) -> dict:
+    point = candidate.first
+    return {
+        "candidate": candidate.index,
+        "rung": rung.index,
+        "epochs": rung.epochs,
+        **outcome,
+        "macs": point.macs,
+        "ratio": point.ratio,
+        "params": point.params,
+        "resolution": point.resolution,
+        "network": point.network,
+        "points": [list(p.constants) for p in candidate.points],
+        "shard": f"{shard[0]}/{shard[1]}",
+    }
+
+
+def _wait_for(out: Path, members: list[int], rung: halving.Rung, log: Log) -> dict[tuple[int, int], dict]:
+    """The results once every network of the rung has one (other shards may still be training theirs)."""
+    pause, longest = POLL_SECONDS
+    while True:
+        done = store.read_results(out)
+        missing = [c for c in members if (c, rung.index) not in done]
+        if not missing:
+            return done
+        if pause == POLL_SECONDS[0]:
+            log(f"  waiting for {len(missing)} result(s) of rung {rung.index + 1} from the other shards")
+        time.sleep(pause)
+        pause = min(2 * pause, longest)
+
+
+def _final_ranking(candidates: list[Candidate], rungs: list[halving.Rung], results: dict) -> list[int]:
+    """Best first: the networks of the last rung by their score there, then those of the rung before, ..."""
+    ranked: list[int] = []
+    for rung in reversed(rungs):
+        reached = [c.index for c in candidates if (c.index, rung.index) in results and c.index not in ranked]
+        ranked += halving.ranking(_score(results, c, rung.index) for c in reached)
+    return ranked

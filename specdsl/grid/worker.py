@@ -1,0 +1,119 @@
+"""Training the networks of a rung: in this process, or in parallel across local processes and GPUs.
+
+Each parallel job is a *slot*: a device and a share of the CPU threads. With several GPUs every slot is
+one GPU (one network per device at a time); on a CPU the cores are split between ``--jobs`` processes.
+Workers are spawned (``concurrent.futures`` with the spawn context: no forked CUDA or thread pools),
+and each task is handed a free slot, so no two networks share a device unless ``--jobs`` asks for it.
+Under torchrun every rank is one shard of the search and trains alone on its own ``cuda:LOCAL_RANK``
+(or CPU share); nothing here joins a process group. Needs the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from specdsl.api import loads
+from specdsl.grid.proxy import Task
+from specdsl.training.api import TrainOptions, train
+from specdsl.training.recipe import has_checkpoint
+
+
+@dataclass(frozen=True)
+class Slot:
+    device: str | None  # None: the trainer's choice (cuda:LOCAL_RANK under torchrun, else cuda or cpu)
+    threads: int
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_slots(jobs: int | None, threads: int | None = None, environ: Mapping[str, str] = os.environ) -> list[Slot]:
+    """``jobs`` slots (default: one per GPU, else one) over this machine's GPUs, each with ``threads`` torch
+    threads (default: the cores, shared by torchrun's local ranks, divided among the jobs)."""
+    sharing = int(environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun ranks on this machine
+    if sharing > 1:
+        devices: list[str | None] = [None]
+    else:
+        devices = [f"cuda:{index}" for index in range(torch.cuda.device_count())] or ["cpu"]
+    count = jobs or len(devices)
+    threads = threads or max(1, cpu_count() // sharing // count)
+    return [Slot(devices[index % len(devices)], threads) for index in range(count)]
+
+
+def train_task(task: Task, slot: Slot) -> dict[str, Any]:
+    """Train one network to its rung's epoch; its held-out accuracy and loss after exactly that epoch."""
+    ir = loads(task.spec_text, f"{task.run_dir}/spec")
+    run_dir = Path(task.run_dir)
+    resume = has_checkpoint(run_dir)
+    options = TrainOptions(
+        data=task.data,
+        device=slot.device,
+        seed=task.seed,
+        threads=slot.threads,
+        eval_every=task.eval_every,
+        stop_at_epoch=task.epochs,
+        resume=resume,
+        force=not resume,  # a directory without a checkpoint holds nothing worth keeping
+        quiet=True,
+        plot=False,
+        distributed=False,
+        train_images=task.train_images,
+    )
+    result = train(ir, run_dir, options)
+    (last,) = [record for record in result.metrics if record["epoch"] == task.epochs - 1]
+    return {
+        "accuracy": last["eval_accuracy"],
+        "loss": last["eval_loss"],
+        "seconds": result.seconds,
+        "device": str(slot.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+    }
+
+
+class Runner:
+    """Runs tasks on the slots: in this process for one slot, else in a pool of spawned processes kept for the
+    whole search (a context manager)."""
+
+    def __init__(self, slots: list[Slot]) -> None:
+        self.slots = slots
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Runner:
+        if len(self.slots) > 1:
+            context = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(max_workers=len(self.slots), mp_context=context)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
+        """Each task with its result, as they finish."""
+        if self.pool is None:
+            for task in tasks:
+                yield task, train_task(task, self.slots[0])
+            return
+        pending, free = list(tasks), list(self.slots)
+        running: dict[Future, tuple[Task, Slot]] = {}
+        try:
+            while pending or running:
+                while pending and free:
+                    task, slot = pending.pop(0), free.pop(0)
+                    running[self.pool.submit(train_task, task, slot)] = (task, slot)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda item: running[item][0].candidate):
+                    task, slot = running.pop(future)
+                    free.append(slot)
+                    yield task, future.result()
+        finally:
+            for future in running:
+                future.cancel()
