@@ -95,9 +95,9 @@ def cond_conv(op: CondConv, inputs: list[Any], seed: int) -> Any:
         rows = keras.layers.Reshape((height * width, taps(op)), name=f"{name}_rows")(patches)
         product = keras.layers.Dot(axes=(2, 1), name=f"{name}_matmul")([rows, kernel])
         return keras.layers.Reshape((height, width, out), name=f"{name}_out")(product)
-    shape = (out, 1, k, k)  # per sample, canonical order: channel c's taps at c*k*k + i*k + j, as the patches
+    # Depthwise: each sample's kernel in the canonical order, channel c's taps at c*k*k + i*k + j, as the patches.
     kernel = keras.layers.EinsumDense(
-        EQUATIONS["cond_depthwise"], shape, kernel_initializer=_expert_init(op, seed), name=name
+        EQUATIONS["cond_depthwise"], op.expert_shape, kernel_initializer=_expert_init(op, seed), name=name
     )
     kernel = keras.layers.Reshape((1, 1, out * taps(op)), name=f"{name}_kernel")(kernel(routing))
     products = keras.layers.Multiply(name=f"{name}_taps")([patches, kernel])
