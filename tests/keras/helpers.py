@@ -16,6 +16,7 @@ import numpy as np
 import specdsl
 from specdsl.api import at_resolution
 from specdsl.ir import ModelIR
+from tests import calibrated
 from tests.conftest import SPECS
 
 TOLERANCE = 1e-4  # max |logit difference| the issue asks for (float32 frameworks)
@@ -28,28 +29,9 @@ def load_ir(name: str, resolution: int | None = None) -> ModelIR:
     return at_resolution(specdsl.load(SPECS / f"{name}.spec"), resolution)
 
 
-def _bilinear(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) matrix of bilinear interpolation with half-pixel centres (align_corners=False)."""
-    position = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    matrix = np.zeros((size_out, size_in))
-    np.add.at(matrix, (np.arange(size_out), low), 1 - (position - low))
-    np.add.at(matrix, (np.arange(size_out), high), position - low)
-    return matrix
-
-
 def images(count: int, size: int, seed: int, channels: int = 3) -> np.ndarray:
-    """Image-like NHWC float32 inputs: smooth random structure plus noise.
-
-    Pure noise makes every input look alike after global pooling, so logits would hardly depend
-    on the input and a comparison of two networks would prove little.
-    """
-    rng = np.random.default_rng(seed)
-    coarse = rng.normal(size=(count, 6, 6, channels))
-    resize = _bilinear(6, size)
-    smooth = np.einsum("ih,nhwc,jw->nijc", resize, coarse, resize)
-    return (smooth + 0.3 * rng.normal(size=(count, size, size, channels))).astype(np.float32)
+    """`tests.calibrated.images` (smooth random structure plus noise) in Keras's NHWC layout."""
+    return calibrated.images(count, size, seed, channels).transpose(0, 2, 3, 1).copy()
 
 
 def pixels(x: np.ndarray) -> np.ndarray:
