@@ -7,8 +7,8 @@ and export.
 
 from __future__ import annotations
 
-from .emit import emit
+from .emit import EXPORTS, emit
 from .layers import EfficientNet
 from .model import build, network_json
 
-__all__ = ["EfficientNet", "build", "emit", "network_json"]
+__all__ = ["EXPORTS", "EfficientNet", "build", "emit", "network_json"]
