@@ -82,5 +82,5 @@ def test_batch_norm_statistics_move_like_pytorchs() -> None:
     with torch.no_grad():
         reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
     moved = keras.ops.convert_to_numpy(model.get_layer(layer_name(stem.name)).moving_mean)
-    assert np.abs(moved).max() > 1e-3  # it moved
+    assert np.abs(moved).max() > 1e-4  # it moved: over 1000 times the atol below
     assert np.allclose(moved, reference.get_submodule(stem.name).running_mean.numpy(), rtol=1e-5, atol=1e-7)

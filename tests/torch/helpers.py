@@ -83,11 +83,13 @@ def calibrate_batch_norm(model: torch.nn.Module, x: torch.Tensor) -> None:
     """Set every BN's running statistics to the batch statistics of ``x`` (one train-mode pass), then eval.
 
     Random weights with random running stats decay the signal to nothing within a few blocks;
-    calibrated stats keep activations normalized, so logits depend strongly on the input.
+    calibrated stats keep activations normalized, so logits depend strongly on the input. The pass draws
+    drop-path and dropout masks from a fixed seed, so the statistics do not depend on the tests run before.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     momenta = [norm.momentum for norm in norms]
     with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
         for norm in norms:
             norm.momentum = 1.0
         model.train()
