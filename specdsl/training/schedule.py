@@ -49,8 +49,12 @@ def linspace(start: float, end: float, count: int) -> list[float]:
     """``numpy.linspace(start, end, count)`` exactly (same arithmetic, last value pinned to ``end``)."""
     if count == 1:
         return [start]
-    step = (end - start) / (count - 1)
-    values = [start + i * step for i in range(count)]
+    span = end - start
+    step = span / (count - 1)
+    if step == 0:  # numpy's rule for a step that underflows to zero (numpy gh-5437): i / (count - 1), then the span
+        values = [i / (count - 1) * span + start for i in range(count)]
+    else:
+        values = [i * step + start for i in range(count)]
     values[-1] = end
     return values
 

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import specdsl
@@ -92,6 +92,7 @@ def test_v2_b_series_follow_automl_code_and_keep_dropout_constant() -> None:
     end=st.floats(-5, 5, allow_nan=False),
     count=st.integers(1, 64),
 )
+@example(start=0.0, end=5e-324, count=4)  # a step that underflows to zero: numpy's special case
 def test_linspace_is_numpys(start: float, end: float, count: int) -> None:
     assert linspace(start, end, count) == [float(v) for v in np.linspace(start, end, count)]
 
@@ -109,6 +110,16 @@ ranges = st.tuples(st.floats(0, 0.9), st.floats(0, 0.9)).map(lambda pair: Range(
     dropout=st.none() | ranges,
     drop_path=st.none() | ranges,
     automl=st.booleans(),
+)
+@example(  # a subnormal range end (found by hypothesis): the schedule's linspace follows numpy's underflow rule
+    stages=4,
+    extra_epochs=0,
+    sizes=(8, 8),
+    randaug=None,
+    mixup=None,
+    dropout=None,
+    drop_path=Range(start=0.0, end=5e-324),
+    automl=False,
 )
 def test_random_recipes_follow_the_formulas(stages, extra_epochs, sizes, randaug, mixup, dropout, drop_path, automl):
     recipe = TrainingRecipe(
