@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,8 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from specdsl.backends import BackendUnavailable
     from specdsl.frontend.loader import load_document
     from specdsl.passes.resolve import resolve
+    from specdsl.training.environment import torchrun_environment
     from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
 
+    environment = torchrun_environment()  # torchrun's variables, checked before the framework loads
     overrides = recipe_overrides(args)
     ir = resolve(with_recipe(load_document(args.spec), overrides))  # diagnostics before the framework loads
     check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     result = train(args.spec, args.output, options)
-    if int(os.environ.get("RANK", "0")) == 0:  # one report from a torchrun job
+    if environment.is_main:  # one report from a torchrun job
         best = f"{100 * result.best_accuracy:.2f}% at epoch {result.best_epoch + 1}"
         print(f"trained {result.epochs} epochs in {result.seconds:.0f} s; best held-out accuracy {best}")
         print(f"wrote {result.run_dir}/ (best.safetensors, metrics.jsonl, plot.png, checkpoint/)", file=sys.stderr)

@@ -10,12 +10,13 @@ all-reduces the per-channel statistics in forward and the matching sums in backw
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from specdsl.training.environment import torchrun_environment
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,10 @@ class Context:
         ``join=False``: one process on its own even under torchrun (``specdsl grid`` trains a different
         network on each rank), still on ``cuda:LOCAL_RANK`` when no device is given.
         """
-        world_size = int(os.environ.get("WORLD_SIZE", "1")) if join else 1
-        rank = int(os.environ.get("RANK", "0")) if join else 0
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        environment = torchrun_environment()  # every variable checked before a process group is joined
+        world_size = environment.world_size if join else 1
+        rank = environment.rank if join else 0
+        local_rank = environment.local_rank
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         chosen = torch.device(device)
