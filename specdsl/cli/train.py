@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     result = train(args.spec, args.output, options)
-    if environment.is_main:  # one report from a torchrun job
+    if environment.rank == 0:  # one report from a torchrun job
         best = f"{100 * result.best_accuracy:.2f}% at epoch {result.best_epoch + 1}"
         print(f"trained {result.epochs} epochs in {result.seconds:.0f} s; best held-out accuracy {best}")
         print(f"wrote {result.run_dir}/ (best.safetensors, metrics.jsonl, plot.png, checkpoint/)", file=sys.stderr)

@@ -32,14 +32,6 @@ class TorchrunEnvironment:
     master_addr: str | None = None
     master_port: int | None = None
 
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def _where(name: str) -> str:
     return f"environment variable {name}"
