@@ -45,12 +45,14 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     run.add_argument("--force", action="store_true", help="start afresh in a RUN_DIR that holds another run")
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    run.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation seed")
+    run.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation seed (32 bits)")
     run.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding images (default: 0)")
     run.add_argument("--amp", choices=["bf16", "fp16"], help="autocast precision (fp16: CUDA only)")
     run.add_argument("--channels-last", action="store_true", help="NHWC weights and activations")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
-    run.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor)")
+    run.add_argument(
+        "--compile-backend", metavar="NAME", help="torch.compile backend (default: inductor; implies --compile)"
+    )
     run.add_argument("--memory-efficient", action="store_true", help="recompute block activations in backward")
     run.add_argument("--threads", type=int, help="torch threads per process")
     run.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
@@ -60,24 +62,35 @@ def add_parser(sub: Any) -> None:
     train.set_defaults(run=cmd_train)
 
 
-def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags and each ``--set key=value`` (the value written as in a spec file) as training keys."""
-    overrides = set_overrides(args.set)
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
-    return overrides | {key: value for key, value in flags.items() if value is not None}
+_RECIPE_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer"}
 
 
-def set_overrides(items: list[str]) -> dict[str, Any]:
-    """Each ``--set key=value`` (the value written as in a spec file) as a training key."""
+def recipe_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flags and each ``--set key=value`` (the value written as in a spec file) as training keys, and the
+    flag each key came from (what a diagnostic about it blames)."""
+    overrides, sources = set_overrides(args.set)
+    for key, flag in _RECIPE_FLAGS.items():
+        if getattr(args, key) is not None:
+            overrides[key], sources[key] = getattr(args, key), flag
+    return overrides, sources
+
+
+def set_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each ``--set key=value`` (the value written as in a spec file) as a training key, and its flag."""
     overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for item in items:
+        flag = f"--set {item}"
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"--set takes KEY=VALUE, got {item!r}", path="--set")
-        raw = parse_text(f"training {{ {key.strip()} = {value.strip()} }}", f"--set {item}")
-        ((name, parsed),) = raw.sections["training"].items()
-        overrides[name] = parsed.value
-    return overrides
+        raw = parse_text(f"training {{ {key.strip()} = {value.strip()} }}", flag)
+        entries = [(name, parsed) for section in raw.sections.values() for name, parsed in section.items()]
+        if list(raw.sections) != ["training"] or len(entries) != 1:
+            raise SpecError(f"--set takes one KEY=VALUE (repeat --set for each key), got {item!r}", path="--set")
+        ((name, parsed),) = entries
+        overrides[name], sources[name] = parsed.value, flag
+    return overrides, sources
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -85,16 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from specdsl.frontend.loader import load_document
     from specdsl.passes.resolve import resolve
     from specdsl.training.environment import torchrun_environment
+    from specdsl.training.options import TrainOptions, check_options
     from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
 
-    environment = torchrun_environment()  # torchrun's variables, checked before the framework loads
-    overrides = recipe_overrides(args)
-    ir = resolve(with_recipe(load_document(args.spec), overrides))  # diagnostics before the framework loads
-    check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
-    try:
-        from specdsl.training.api import TrainOptions, train
-    except ImportError as error:
-        raise BackendUnavailable(f"training needs {error.name}: pip install 'specdsl[train]'") from None
+    # Every diagnostic before the framework loads: the environment, each flag, the spec, the run directory.
+    environment = torchrun_environment()
+    overrides, sources = recipe_overrides(args)
     options = TrainOptions(
         data=args.data,
         recipe=overrides,
@@ -103,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         amp=args.amp,
         channels_last=args.channels_last,
-        compile=args.compile_backend if args.compile else False,
+        compile=args.compile_backend or True if args.compile or args.compile_backend else False,
         memory_efficient=args.memory_efficient,
         threads=args.threads,
         deterministic=args.deterministic,
@@ -113,9 +122,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         force=args.force,
         quiet=args.quiet,
     )
+    check_options(options)
+    ir = resolve(with_recipe(load_document(args.spec), overrides, sources))
+    check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
+    try:
+        from specdsl.training.api import train
+    except ImportError as error:
+        raise BackendUnavailable(f"training needs {error.name}: pip install 'specdsl[train]'") from None
     result = train(args.spec, args.output, options)
-    if environment.rank == 0:  # one report from a torchrun job
+    if environment.rank != 0:  # one report from a torchrun job
+        return 0
+    best = "none (not evaluated yet)"
+    if result.best_epoch >= 0:
         best = f"{100 * result.best_accuracy:.2f}% at epoch {result.best_epoch + 1}"
-        print(f"trained {result.epochs} epochs in {result.seconds:.0f} s; best held-out accuracy {best}")
-        print(f"wrote {result.run_dir}/ (best.safetensors, metrics.jsonl, plot.png, checkpoint/)", file=sys.stderr)
+    if result.trained == 0:  # --resume on a finished (or --stop-at-epoch reached) run: exit 0, nothing written
+        print(
+            f"nothing left to train: {result.run_dir} has {result.epochs} of {ir.training.epochs} epochs; best {best}"
+        )
+        return 0
+    print(f"trained {result.trained} epochs ({result.epochs} of {ir.training.epochs}) in {result.seconds:.0f} s; "
+          f"best held-out accuracy {best}")  # fmt: skip
+    names = ["best.safetensors", "metrics.jsonl", "plot.png", "checkpoint/"]
+    written = ", ".join(name for name in names if (result.run_dir / name).exists())
+    print(f"wrote {result.run_dir}/ ({written})", file=sys.stderr)
     return 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from specdsl.cli.files import cannot_write
 from specdsl.errors import SpecError
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
@@ -19,33 +19,11 @@ from specdsl.training.data import open_source, with_train_subset
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
 from specdsl.training.loop import LoopSettings, Trainer
-from specdsl.training.recipe import SPEC_FILE, check_run_dir, run_spec_text, with_recipe
+from specdsl.training.options import TrainOptions, check_against_torch, check_options
+from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
+from specdsl.training.rundir import SPEC_FILE, clear_run, write_text
 
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to run; what to train is the spec's ``training`` section (override keys with ``recipe``)."""
-
-    data: str = "builtin:digits"
-    recipe: Mapping[str, Any] = field(default_factory=dict)  # training keys overriding the spec's
-    device: str | None = None  # default: cuda if available, else cpu
-    seed: int = 0
-    workers: int = 0  # DataLoader processes decoding images
-    amp: Literal["bf16", "fp16"] | None = None
-    channels_last: bool = False
-    compile: bool | str = False  # True: inductor; or a torch.compile backend name
-    memory_efficient: bool = False
-    threads: int | None = None  # torch intra-op threads per process
-    deterministic: bool = False
-    eval_every: int = 1
-    eval_batch_size: int = 256
-    stop_at_epoch: int | None = None  # stop after this many epochs (resume continues)
-    resume: bool = False
-    force: bool = False  # start afresh in a run directory that holds another run
-    quiet: bool = False
-    plot: bool = True  # draw plot.png at each stage's end (off for many short runs: specdsl grid)
-    distributed: bool = True  # under torchrun, join its process group (False: train alone on this rank)
-    train_images: int | None = None  # train on a fixed random subset of this many images (proxy runs)
+__all__ = ["TrainOptions", "TrainResult", "train"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +36,12 @@ class TrainResult:
     best_weights: Path
     metrics: list[dict[str, Any]]
     seconds: float
+    started_at: int = 0  # epochs completed before this call (a resumed run's checkpoint)
+
+    @property
+    def trained(self) -> int:
+        """Epochs this call trained: 0 when a resumed run had nothing left to train."""
+        return self.epochs - self.started_at
 
 
 def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: Context) -> None:
@@ -67,22 +51,25 @@ def _prepare_run_dir(run_dir: Path, spec_text: str, options: TrainOptions, ctx: 
         return
     ctx.barrier()  # every rank has checked before rank 0 clears anything
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "best.safetensors", "best.json", "plot.png"):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-        (run_dir / SPEC_FILE).write_text(spec_text)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise cannot_write(run_dir, error) from None
+        clear_run(run_dir)  # the trainer's files of a previous run (--force), nothing else
+        write_text(run_dir / SPEC_FILE, spec_text)
 
 
 def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions | None = None) -> TrainResult:
     """Train ``spec`` (a path, a shipped name or an IR) into ``run_dir``; under torchrun, as this rank."""
     options = options or TrainOptions()
+    check_options(options)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     doc = spec.spec if isinstance(spec, ModelIR) else load_document(spec)
     doc = with_recipe(doc, options.recipe)
     ir = resolve(doc)
     spec_text = run_spec_text(ir)
+    check_against_torch(options)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     if options.deterministic:
@@ -115,6 +102,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
         trainer = Trainer(ir, source, run_dir, ctx, settings)
         if options.resume:
             trainer.resume()
+        started_at = trainer.progress.epoch
         trainer.run()
         metrics = read_metrics(run_dir / "metrics.jsonl")
         evaluated = [record for record in metrics if record.get("eval_accuracy") is not None]
@@ -127,6 +115,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
             best_weights=run_dir / "best.safetensors",
             metrics=metrics,
             seconds=time.perf_counter() - started,
+            started_at=started_at,
         )
     finally:
         ctx.close()

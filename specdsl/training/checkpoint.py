@@ -7,11 +7,17 @@
 * ``state.safetensors``: the optimizer's per-parameter tensors under their canonical names
   (``optimizer.<param>.<key>``) and every rank's RNG states (``rng.<rank>.torch`` ...);
 * ``state.json``: epoch, optimizer step (the learning rate is a function of it), best accuracy, EMA update
-  count, the optimizer's hyper-parameters, and the numpy and Python RNG states of every rank.
+  count, the optimizer's hyper-parameters, the numpy and Python RNG states of every rank, and the SHA-256
+  of every other state file (the checkpoint's, ``metrics.jsonl`` and ``best.*``) and of itself.
+
+`load` is the one reader of a run's state: every file is validated (state.json against a schema; each
+safetensors file's header, exact tensor names, shapes, dtypes and finite values; the digests), so a
+damaged run is one diagnostic naming the file, never a traceback or a silently different resumed run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,16 +25,18 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import save_file
 from torch import nn
 
 from specdsl import weights as canonical
 from specdsl.cli.files import publish_permissions
 from specdsl.ir import ModelIR
+from specdsl.training.rundir import METRICS_FILE, damaged, os_errors_as_cannot_write, read_state
 
 FORMAT = "specdsl-train-checkpoint/1"
 
@@ -95,6 +103,16 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer, names: dict[int, str]) ->
     return tensors, {"param_groups": state["param_groups"], "order": order, "scalars": scalars}
 
 
+def saved_param_groups(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> list[dict[str, Any]]:
+    """The optimizer's param_groups as a checkpoint records them (JSON: tuples are lists)."""
+    return json.loads(json.dumps(_optimizer_parts(optimizer, names)[1]["param_groups"]))
+
+
+def without_lr(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """param_groups less the learning rate, which the schedule sets before every step."""
+    return [{key: value for key, value in group.items() if key != "lr"} for group in groups]
+
+
 def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     order = meta["order"]
     state: dict[int, dict[str, Any]] = {}
@@ -107,6 +125,36 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+@dataclass
+class Loaded:
+    progress: Progress
+    weights: dict[str, np.ndarray]
+    ema: dict[str, np.ndarray] | None
+    optimizer_state: dict
+    rng: list[RngState]
+    param_groups: list[dict[str, Any]] = field(default_factory=list)  # as saved (JSON), for the trainer to check
+
+
+BEST_FILES = ("best.json", "best.safetensors")  # written in this order when an epoch sets a new best
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _self_digest(meta: dict[str, Any]) -> str:
+    """The digest state.json records of its own content (every key but ``digest``)."""
+    return _sha256(json.dumps({k: v for k, v in meta.items() if k != "digest"}, sort_keys=True).encode())
+
+
+def metrics_prefix(data: bytes, epochs: int) -> bytes | None:
+    """The first ``epochs`` lines of ``metrics.jsonl`` (those a checkpoint covers); None if it has fewer."""
+    lines = data.splitlines(keepends=True)
+    if len(lines) < epochs or not all(line.endswith(b"\n") for line in lines[:epochs]):
+        return None
+    return b"".join(lines[:epochs])
+
+
 def save(
     directory: Path,
     *,
@@ -117,66 +165,255 @@ def save(
     progress: Progress,
     rng: list[RngState],
 ) -> None:
-    """Write the checkpoint of a completed epoch; readers see the previous one or this one, never half."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=directory.parent))
-    try:
-        canonical.save(model, staging / "weights.safetensors", ir=ir)
-        if ema_state is not None:
-            canonical.save(ema_state, staging / "ema.safetensors", ir=ir)
-        names = {id(param): name for name, param in model.named_parameters()}
-        tensors, optimizer_meta = _optimizer_parts(optimizer, names)
-        python_state = []
-        for rank, state in enumerate(rng):
-            tensors[f"rng.{rank}.torch"] = state.torch_cpu
-            tensors[f"rng.{rank}.augment"] = state.augment
-            for device, cuda in enumerate(state.cuda):
-                tensors[f"rng.{rank}.cuda.{device}"] = cuda
-            python_state.append({"numpy": state.numpy, "python": state.python, "cuda_devices": len(state.cuda)})
-        save_file(tensors, str(staging / "state.safetensors"), metadata={"format": FORMAT})
-        meta = {"format": FORMAT, "progress": asdict(progress), "optimizer": optimizer_meta, "rng": python_state}
-        (staging / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
-        publish_permissions(staging)
-        _replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    """Write the checkpoint of a completed epoch; readers see the previous one or this one, never half. An OS
+    failure (full disk, read-only) is ``cannot write DIRECTORY: reason`` and leaves the previous one."""
+    run_dir = directory.parent
+    staging: Path | None = None
+    with os_errors_as_cannot_write(directory, run_dir):
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=run_dir))
+            canonical.save(model, staging / "weights.safetensors", ir=ir)
+            if ema_state is not None:
+                canonical.save(ema_state, staging / "ema.safetensors", ir=ir)
+            names = {id(param): name for name, param in model.named_parameters()}
+            tensors, optimizer_meta = _optimizer_parts(optimizer, names)
+            python_state = []
+            for rank, state in enumerate(rng):
+                tensors[f"rng.{rank}.torch"] = state.torch_cpu
+                tensors[f"rng.{rank}.augment"] = state.augment
+                for device, cuda in enumerate(state.cuda):
+                    tensors[f"rng.{rank}.cuda.{device}"] = cuda
+                python_state.append({"numpy": state.numpy, "python": state.python, "cuda_devices": len(state.cuda)})
+            save_file(tensors, str(staging / "state.safetensors"), metadata={"format": FORMAT})
+            files = {f"{directory.name}/{path.name}": _sha256(path.read_bytes()) for path in sorted(staging.iterdir())}
+            for name in (METRICS_FILE, *BEST_FILES):
+                if (run_dir / name).is_file():
+                    data = (run_dir / name).read_bytes()
+                    files[name] = _sha256(metrics_prefix(data, progress.epoch) or b"" if name == METRICS_FILE else data)
+            meta = {"format": FORMAT, "progress": asdict(progress), "optimizer": optimizer_meta, "rng": python_state}
+            meta["files"] = files
+            meta["digest"] = _self_digest(meta)
+            (staging / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+            publish_permissions(staging)
+            _replace(staging, directory)
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _replace(staging: Path, directory: Path) -> None:
-    if directory.exists():
+    if os.path.lexists(directory):
         retired = Path(tempfile.mkdtemp(prefix=".checkpoint.old.", dir=directory.parent))
-        os.replace(directory, retired / "checkpoint")
+        os.replace(directory, retired / "checkpoint")  # a symlink is moved itself, its target untouched
         os.replace(staging, directory)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, directory)
 
 
-@dataclass
-class Loaded:
-    progress: Progress
-    weights: dict[str, np.ndarray]
-    ema: dict[str, np.ndarray] | None
-    optimizer_state: dict
-    rng: list[RngState]
+# ---------------------------------------------------------------------------------------------- reading
+
+_Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+_Word = Annotated[int, Field(ge=0, lt=2**32)]
+
+
+class _ProgressFile(BaseModel):
+    model_config = _Strict
+
+    epoch: int = Field(ge=0)
+    step: int = Field(ge=0)
+    best_accuracy: float = Field(ge=-1.0, le=1.0)
+    best_epoch: int = Field(ge=-1)
+    ema_updates: int = Field(ge=0)
+
+
+class _NumpyRng(BaseModel):
+    model_config = _Strict
+
+    kind: Literal["MT19937"]
+    keys: list[_Word] = Field(min_length=624, max_length=624)
+    pos: int = Field(ge=0, le=624)
+    has_gauss: int = Field(ge=0, le=1)
+    gauss: float
+
+
+class _RankRng(BaseModel):
+    model_config = _Strict
+
+    numpy: _NumpyRng
+    python: tuple[Literal[3], Annotated[list[_Word], Field(min_length=625, max_length=625)], float | None]
+    cuda_devices: int = Field(ge=0, le=1024)
+
+
+class _OptimizerMeta(BaseModel):
+    model_config = _Strict
+
+    param_groups: list[dict[str, Any]] = Field(min_length=1)
+    order: list[str]
+    scalars: dict[str, int | float | bool | None]
+
+
+class _StateFile(BaseModel):
+    model_config = _Strict
+
+    format: Literal["specdsl-train-checkpoint/1"]
+    progress: _ProgressFile
+    optimizer: _OptimizerMeta
+    rng: list[_RankRng] = Field(min_length=1, max_length=100_000)
+    files: dict[str, str]
+    digest: str
+
+
+class _BestFile(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    epoch: int = Field(ge=0)
+    accuracy: float = Field(ge=0.0, le=1.0)
+    loss: float
+    predictions: list[int]
+
+
+def _schema_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where + ': ' if where else ''}{first['msg']}"
+
+
+def _read_json(path: Path, schema: type[BaseModel]) -> BaseModel:
+    data = read_state(path)
+    try:
+        return schema.model_validate_json(data)
+    except ValidationError as error:
+        raise damaged(path, f"not the trainer's {path.name} ({_schema_error(error)})") from None
+
+
+def _tensors(path: Path, *, names: str = "", shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """A safetensors file's tensors: the header parsed, every floating value finite, and with ``shapes`` exactly
+    those names (``names`` says whose) and shapes in float32."""
+    from safetensors.numpy import load
+
+    data = read_state(path)
+    try:
+        tensors = load(data)
+    except Exception as error:  # the parser's error types (SafetensorError, ValueError...): a damaged file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise damaged(path, f"not a readable safetensors file ({reason})") from None
+    if shapes is not None:
+        missing = sorted(set(shapes) - set(tensors))
+        extra = sorted(set(tensors) - set(shapes))
+        if missing or extra:
+            which = f"lacks '{missing[0]}'" if missing else f"holds '{extra[0]}', which is not"
+            raise damaged(path, f"not {names}: it {which}{' one of them' if extra and not missing else ''}")
+        for name, shape in shapes.items():
+            value = tensors[name]
+            if value.shape != tuple(shape) or value.dtype != np.float32:
+                raise damaged(path, f"'{name}' is {value.dtype}{list(value.shape)}, expected float32{list(shape)}")
+    for name, value in tensors.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise damaged(path, f"'{name}' holds NaN or infinity")
+    return tensors
+
+
+def _state_tensors(path: Path, meta: _StateFile, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """state.safetensors: the optimizer's per-parameter tensors and each rank's RNG states, nothing else."""
+    tensors = _tensors(path)
+    rng_size = tuple(torch.random.get_rng_state().shape)
+    expected = {}
+    for rank, extra in enumerate(meta.rng):
+        expected |= {f"rng.{rank}.torch": rng_size, f"rng.{rank}.augment": rng_size}
+        expected |= {f"rng.{rank}.cuda.{device}": None for device in range(extra.cuda_devices)}
+    order = set(meta.optimizer.order)
+    if order - set(shapes):
+        raise damaged(path.with_name("state.json"), f"optimizer.order names '{sorted(order - set(shapes))[0]}'")
+    keys: dict[str, set[str]] = {}
+    for name, value in tensors.items():
+        if name in expected:
+            size = expected[name]
+            if value.dtype != np.uint8 or value.ndim != 1 or (size is not None and value.shape != size):
+                raise damaged(path, f"'{name}' is {value.dtype}{list(value.shape)}, not a random generator's state")
+            continue
+        parameter, _, key = name.removeprefix("optimizer.").rpartition(".")
+        if not name.startswith("optimizer.") or parameter not in order:
+            raise damaged(path, f"holds '{name}', which is neither an optimizer's nor a random generator's state")
+        if value.shape not in (shapes[parameter], ()) or value.dtype.kind != "f":
+            raise damaged(
+                path, f"'{name}' is {value.dtype}{list(value.shape)}, its parameter {list(shapes[parameter])}"
+            )
+        keys.setdefault(parameter, set()).add(key)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise damaged(path, f"lacks '{missing[0]}'")
+    if keys and (len(keys) != len(order) or len({frozenset(k) for k in keys.values()}) != 1):
+        lacking = sorted(order - set(keys)) or sorted(keys)
+        raise damaged(path, f"the optimizer state of '{lacking[0]}' is missing or differs from the others'")
+    return {name: torch.from_numpy(value.copy()) for name, value in tensors.items()}
+
+
+def _check_digests(run_dir: Path, directory: Path, meta: _StateFile) -> None:
+    """Every file state.json covers holds the bytes it recorded (best.* excepted when they are an epoch newer
+    than the checkpoint: the epoch that wrote them was cut short, and the resumed run writes them again)."""
+    epoch = meta.progress.epoch
+    newer_best = False
+    best = run_dir / "best.json"
+    if "best.json" in meta.files and best.is_file():
+        found = _read_json(best, _BestFile)
+        newer_best = found.epoch == epoch and found.accuracy > meta.progress.best_accuracy
+    for name, digest in meta.files.items():
+        path = run_dir / name
+        if name in BEST_FILES and newer_best:
+            continue
+        data = read_state(path)
+        if name == METRICS_FILE:
+            prefix = metrics_prefix(data, epoch)
+            if prefix is None:
+                raise damaged(path, f"fewer than the {epoch} whole lines the checkpoint covers")
+            data = prefix
+        if _sha256(data) != digest:
+            raise damaged(path, "its content differs from what the trainer wrote (SHA-256 mismatch)")
+    expected = {f"{directory.name}/{name}" for name in ("weights.safetensors", "state.safetensors")}
+    if not expected <= set(meta.files):
+        raise damaged(directory / "state.json", "it records no digest of the checkpoint's tensors")
 
 
 def load(directory: Path, ir: ModelIR) -> Loaded:
-    meta = json.loads((directory / "state.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{directory}: not a specdsl training checkpoint ({meta.get('format')!r})")
-    tensors = load_file(str(directory / "state.safetensors"))
-    rng = []
-    for rank, extra in enumerate(meta["rng"]):
-        cuda = [tensors[f"rng.{rank}.cuda.{device}"] for device in range(extra["cuda_devices"])]
-        torch_cpu, augment = tensors[f"rng.{rank}.torch"], tensors[f"rng.{rank}.augment"]
-        rng.append(RngState(torch_cpu, augment, extra["numpy"], extra["python"], cuda))
+    """Read and validate a checkpoint (and the run files it covers); a damaged file is a `SpecError` naming it."""
+    state_json = directory / "state.json"
+    meta = _read_json(state_json, _StateFile)
+    raw = json.loads(read_state(state_json))
+    if _self_digest(raw) != meta.digest:
+        raise damaged(state_json, "its content differs from what the trainer wrote (SHA-256 mismatch)")
+    progress = meta.progress
+    if progress.best_epoch >= progress.epoch or (progress.best_epoch < 0) != (progress.best_accuracy == -1.0):
+        raise damaged(state_json, f"best epoch {progress.best_epoch} does not fit {progress.epoch} epochs done")
+    run_dir = directory.parent
+    shapes = canonical.canonical_shapes(ir)
+    weights = _tensors(directory / "weights.safetensors", names=f"the weights of {ir.name}", shapes=shapes)
     ema_path = directory / "ema.safetensors"
+    ema = None
+    if os.path.lexists(ema_path) or f"{directory.name}/ema.safetensors" in meta.files:
+        ema = _tensors(ema_path, names=f"the weights of {ir.name}", shapes=shapes)
+    tensors = _state_tensors(directory / "state.safetensors", meta, shapes)
+    _check_digests(run_dir, directory, meta)
+    for name in BEST_FILES:  # the files the run reports: readable, finite, the network's
+        if (run_dir / name).is_file() and progress.best_epoch >= 0:
+            if name == "best.json":
+                _read_json(run_dir / name, _BestFile)
+            else:
+                _tensors(run_dir / name, names=f"the weights of {ir.name}", shapes=shapes)
+    rng = []
+    for rank, extra in enumerate(meta.rng):
+        cuda = [tensors[f"rng.{rank}.cuda.{device}"] for device in range(extra.cuda_devices)]
+        torch_cpu, augment = tensors[f"rng.{rank}.torch"], tensors[f"rng.{rank}.augment"]
+        numpy_state = extra.numpy.model_dump()
+        python = [extra.python[0], list(extra.python[1]), extra.python[2]]
+        rng.append(RngState(torch_cpu, augment, numpy_state, python, cuda))
+    optimizer = meta.optimizer.model_dump()
     return Loaded(
-        Progress(**meta["progress"]),
-        canonical.load(directory / "weights.safetensors", ir),
-        canonical.load(ema_path, ir) if ema_path.exists() else None,
-        _optimizer_state(tensors, meta["optimizer"]),
+        Progress(**progress.model_dump()),
+        weights,
+        ema,
+        _optimizer_state(tensors, optimizer),
         rng,
+        optimizer["param_groups"],
     )

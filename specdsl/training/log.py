@@ -3,28 +3,50 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from specdsl.training.rundir import damaged, read_state, write_text
+
+
+def _lines(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Add an epoch's record: the file is rewritten whole and renamed into place, never left with a cut line."""
+    write_text(path, _lines([*read_metrics(path), record]))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    """The records, in order: each line a JSON object whose ``epoch`` is its line's index."""
+    if not os.path.lexists(path):
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    try:
+        text = read_state(path).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise damaged(path, f"not UTF-8 text (byte {error.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or record.get("epoch") != number - 1:
+            raise damaged(Path(f"{path}:{number}"), f"not the record of epoch {number - 1}")
+        records.append(record)
+    return records
 
 
 def truncate_metrics(path: Path, epochs: int) -> None:
     """Keep the records of the first ``epochs`` epochs (a resumed run rewrites what came after its checkpoint)."""
-    kept = [record for record in read_metrics(path) if record["epoch"] < epochs]
-    path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+    records = read_metrics(path)
+    if len(records) != epochs:
+        write_text(path, _lines(records[:epochs]))
 
 
 def progress_bar(total: int, description: str, *, enabled: bool) -> tqdm:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from specdsl.training.log import append_metrics, progress_bar, read_metrics, tru
 from specdsl.training.optim import build_optimizer, set_learning_rate
 from specdsl.training.plot import plot_run
 from specdsl.training.rates import apply_rates, current_rates, stage_rates
+from specdsl.training.rundir import damaged, write_atomic, write_text
 from specdsl.training.schedule import LearningRate, StagePlan, schedule_of, stage_at
 
 
@@ -135,6 +135,7 @@ class Trainer:
                 f"the checkpoint was written by {len(loaded.rng)} process(es); resume with the same number",
                 path=str(self.run_dir),
             )
+        self._check_resumable(loaded)
         with torch.no_grad():
             for name, value in self.model.state_dict().items():
                 if name in loaded.weights:
@@ -145,6 +146,24 @@ class Trainer:
             self.ema.updates = loaded.progress.ema_updates
         loaded.rng[self.ctx.rank].restore(self.augment)
         self.progress = loaded.progress
+
+    def _check_resumable(self, loaded: checkpoint.Loaded) -> None:
+        """What a checkpoint must agree on with this run: epochs, steps, EMA, the optimizer's parameters and
+        hyper-parameters (the spec, hence all of these, was checked equal to the run's)."""
+        progress, state_json = loaded.progress, self.run_dir / "checkpoint" / "state.json"
+        problems = []
+        if progress.epoch > self.recipe.epochs:
+            problems.append(f"epoch {progress.epoch} of a {self.recipe.epochs}-epoch recipe")
+        if progress.step != progress.epoch * self.steps_per_epoch:
+            problems.append(f"step {progress.step} after {progress.epoch} epochs of {self.steps_per_epoch} steps")
+        if (self.ema is None) != (loaded.ema is None) or progress.ema_updates != (progress.step if self.ema else 0):
+            problems.append(f"{progress.ema_updates} EMA updates after {progress.step} steps")
+        names = {id(param): name for name, param in self.model.named_parameters()}
+        expected = checkpoint.saved_param_groups(self.optimizer, names)
+        if checkpoint.without_lr(loaded.param_groups) != checkpoint.without_lr(expected):
+            problems.append("an optimizer whose parameters or hyper-parameters differ from the recipe's")
+        if problems:
+            raise damaged(state_json, f"it records {problems[0]}")
 
     def _save(self) -> None:
         state = checkpoint.RngState.capture(self.augment)
@@ -302,13 +321,18 @@ class Trainer:
             self._save()
             drawn = done or epoch + 1 == stage.end_epoch or epoch + 1 == last
             if self.ctx.is_main and self.settings.plot and drawn:
-                plot_run(read_metrics(metrics), self.run_dir / "plot.png", f"{self.ir.name} on {self.source.name}")
+                self._plot(read_metrics(metrics))
             self.ctx.barrier()
 
+    def _plot(self, records: list[dict[str, Any]]) -> None:
+        title = f"{self.ir.name} on {self.source.name}"
+        write_atomic(self.run_dir / "plot.png", lambda path: plot_run(records, path, title))
+
     def _write_best(self, epoch: int, result: EvalResult) -> None:
+        """best.json, then best.safetensors (the order `checkpoint.load` expects of an epoch cut short), each
+        renamed into place whole."""
         self.progress.best_accuracy, self.progress.best_epoch = result.accuracy, epoch
-        staged = canonical.save(self.eval_model, self.run_dir / ".best.safetensors.partial", ir=self.ir)
-        os.replace(staged, self.run_dir / "best.safetensors")  # readers never see half a file
         summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss}
         summary["predictions"] = result.predictions.tolist()
-        (self.run_dir / "best.json").write_text(json.dumps(summary) + "\n")
+        write_text(self.run_dir / "best.json", json.dumps(summary) + "\n")
+        write_atomic(self.run_dir / "best.safetensors", lambda path: canonical.save(self.eval_model, path, ir=self.ir))

@@ -40,6 +40,6 @@ def plot_run(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     handles = schedule.get_legend_handles_labels()[0] + regularisation.get_legend_handles_labels()[0]
     schedule.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
     figure.suptitle(title)
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, format="png")
     plt.close(figure)
     return path
