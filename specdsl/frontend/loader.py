@@ -9,9 +9,12 @@ size-limited.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
-from collections.abc import Sequence
+import re
+import stat
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,33 @@ def library_families() -> dict[str, list[str]]:
     return tomllib.loads((library_root() / "families.toml").read_text(encoding="utf-8"))
 
 
+def _reason(error: OSError | ValueError | RuntimeError) -> str:
+    """Why the OS refused a path, in words (no exception class names)."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if "null" in str(error):
+        return "the path contains a NUL byte"
+    if isinstance(error, RuntimeError) and "loop" in str(error).lower():
+        return "symlink loop"
+    return str(error)
+
+
+@contextlib.contextmanager
+def path_problems(shown: str, what: str = "cannot read spec", span: SourceSpan | None = None) -> Iterator[None]:
+    """Every path the front end resolves or reads goes through this: whatever the OS or `pathlib` refuses (a missing
+    or unreadable file, a NUL byte, a symlink loop, a name too long) is one located diagnostic, not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SpecError(f"{what}: {_reason(error)}", span, path=shown) from None
+
+
 def find_spec(argument: str | Path) -> Path:
     """A spec path as given, else a shipped spec's name (`b0`, `specdsl:b0`), as timm users name models."""
     path = Path(argument)
-    if path.exists() or not isinstance(argument, str):
+    with path_problems(str(argument)):
+        exists = os.path.lexists(path)  # a dangling link or a loop is a path (reading it says what is wrong)
+    if exists or not isinstance(argument, str):
         return path
     name = argument.removeprefix(LIBRARY_PREFIX).removesuffix(".spec")
     shipped = library_specs()
@@ -61,12 +87,23 @@ def find_spec(argument: str | Path) -> Path:
 
 
 def library_hint(name: str) -> str:
-    """The shipped names closest to ``name``, or all of them."""
-    shipped = list(library_specs())
-    close = difflib.get_close_matches(name, shipped, n=8, cutoff=0.5)
+    """At most a few shipped names close to ``name``: a spec's file name (`b0`), or the spec whose own ``name`` it is
+    (`efficientnet-b0` suggests `b0`)."""
+    by_name = {}
+    for stem, path in library_specs().items():
+        found = re.search(r'^name\s*=\s*"([^"\n]*)"', path.read_text(encoding="utf-8"), re.MULTILINE)
+        if found:
+            by_name.setdefault(found.group(1), stem)
+    exact = by_name.get(name)
+    if exact:
+        return f"the shipped spec named '{shorten(name)}' is {exact}: `specdsl info {exact}`"
+    close = difflib.get_close_matches(name, list(library_specs()), n=4, cutoff=0.5)
+    close += [
+        by_name[n] for n in difflib.get_close_matches(name, list(by_name), n=4, cutoff=0.75) if by_name[n] not in close
+    ]
     if close:
-        return f"close matches: {', '.join(close)} (`specdsl list` shows the library)"
-    return f"shipped specs: {', '.join(shipped)}"
+        return f"close matches: {', '.join(close[:4])} (`specdsl list` shows the library)"
+    return "`specdsl list` shows the shipped specs, usable by name"
 
 
 PROJECT_FILE = "specdsl.toml"
@@ -75,16 +112,19 @@ PROJECT_FILE = "specdsl.toml"
 def project_root(start: Path) -> Path | None:
     """The extends root declared by the nearest ``specdsl.toml`` at or above ``start``: its directory, or the
     directory its ``[project] root`` names (which must lie inside it). None when there is no such file."""
-    start = start.resolve()
-    marker = next((d / PROJECT_FILE for d in (start, *start.parents) if (d / PROJECT_FILE).is_file()), None)
+    with path_problems(str(start), "cannot resolve directory"):
+        start = start.resolve()
+        marker = next((d / PROJECT_FILE for d in (start, *start.parents) if (d / PROJECT_FILE).is_file()), None)
     if marker is None:
         return None
     import tomllib
 
+    with path_problems(str(marker), "cannot read project file"):
+        content = marker.read_bytes()
     try:
-        data = tomllib.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read project file: {exc}", path=str(marker)) from None
+        data = tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"project file is not valid UTF-8 (byte {exc.start})", path=str(marker)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"not valid TOML: {exc}", path=str(marker)) from None
     project = data.get("project", {})
@@ -93,8 +133,10 @@ def project_root(start: Path) -> Path | None:
     if unknown or not isinstance(root, str):
         problem = f"unknown key(s) {', '.join(unknown)}" if unknown else "root must be a string"
         raise SpecError(f'[project]: {problem}; the one setting is root = "DIR"', path=str(marker))
-    resolved = (marker.parent / root).resolve()
-    if not resolved.is_relative_to(marker.parent) or not resolved.is_dir():
+    with path_problems(str(marker), f"[project] root = {shorten(root)!r}"):
+        resolved = (marker.parent / root).resolve()
+        inside = resolved.is_relative_to(marker.parent) and resolved.is_dir()
+    if not inside:
         raise SpecError(f"[project] root = {root!r} is not a directory inside {marker.parent}", path=str(marker))
     return resolved
 
@@ -105,21 +147,20 @@ def _roots(base: Path, roots: Sequence[Path]) -> list[Path]:
     return [base, library_root(), *([project] if project else []), *roots]
 
 
-def read_spec_text(path: Path, shown: str) -> str:
+def read_spec_text(path: Path, shown: str, span: SourceSpan | None = None) -> str:
+    """A spec file's text: a regular file (not a directory, FIFO or device), at most `limits.MAX_SPEC_BYTES` (read
+    bounded, so a file that grows meanwhile cannot exhaust memory), UTF-8."""
+    with path_problems(shown, span=span):
+        if not stat.S_ISREG(path.stat().st_mode):  # stat says why a path cannot be read (missing, a loop, ...)
+            raise SpecError("not a regular file", span, path=shown)
+        with path.open("rb") as file:
+            data = file.read(limits.MAX_SPEC_BYTES + 1)
+    if len(data) > limits.MAX_SPEC_BYTES:
+        raise SpecError(f"spec file exceeds the limit of {limits.MAX_SPEC_BYTES} bytes", span, path=shown)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror or exc}", path=shown) from None
-    if not path.is_file():
-        raise SpecError("not a regular file", path=shown)
-    if size > limits.MAX_SPEC_BYTES:
-        raise SpecError(f"spec file is {size} bytes; the limit is {limits.MAX_SPEC_BYTES}", path=shown)
-    try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"spec is not valid UTF-8 (byte {exc.start})", path=shown) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read spec: {exc.strerror or exc}", path=shown) from None
+        raise SpecError(f"spec is not valid UTF-8 (byte {exc.start})", span, path=shown) from None
 
 
 def _check_text(text: str, shown: str) -> None:
@@ -131,7 +172,11 @@ class _Chain:
     """Loads a file and the files it extends, base first."""
 
     def __init__(self, roots: Sequence[Path]) -> None:
-        self.roots = list(dict.fromkeys(root.resolve() for root in roots))
+        self.roots = []
+        for root in roots:
+            with path_problems(str(root), "cannot resolve root"):
+                self.roots.append(root.resolve())
+        self.roots = list(dict.fromkeys(self.roots))
 
     def resolve_extends(self, raw: RawSpec, value: RawValue, base_dir: Path) -> Path:
         if not isinstance(value.value, str):
@@ -142,7 +187,9 @@ class _Chain:
             if name not in shipped:
                 raise SpecError(f"extends: no shipped spec '{shorten(name)}'", value.span, hint=library_hint(name))
             return shipped[name]
-        target = (base_dir / value.value).resolve()
+        with path_problems(str(value.span), f"extends {shorten(value.value)!r}", value.span):
+            target = (base_dir / value.value).resolve()
+            exists = target.is_file()
         if not any(target.is_relative_to(root) for root in self.roots):
             allowed = ", ".join(str(root) for root in self.roots)
             raise SpecError(
@@ -150,8 +197,12 @@ class _Chain:
                 value.span,
                 hint=f"allow a project's spec root with --root DIR, or mark it with a {PROJECT_FILE} file",
             )
-        if not target.is_file():
-            raise SpecError(f"extends: no such spec file '{shorten(value.value)}'", value.span)
+        if not exists:
+            stem = Path(value.value).name.removesuffix(".spec")
+            hint = (
+                f'the shipped spec is written extends = "{LIBRARY_PREFIX}{stem}"' if stem in library_specs() else None
+            )
+            raise SpecError(f"extends: no such spec file '{shorten(value.value)}'", value.span, hint=hint)
         return target
 
     def load(self, raw: RawSpec, base_dir: Path, seen: tuple[Path, ...]) -> list[RawSpec]:
@@ -164,7 +215,7 @@ class _Chain:
         if target in seen:
             cycle = " -> ".join(p.name for p in (*seen, target))
             raise SpecError(f"extends cycle: {cycle}", extends.span)
-        parent = parse_text(read_spec_text(target, str(target)), str(target))
+        parent = parse_text(read_spec_text(target, str(target), extends.span), str(target))
         return [*self.load(parent, target.parent, (*seen, target)), raw]
 
 
@@ -263,8 +314,9 @@ def load_document(path: str | Path, *, roots: Sequence[Path] = ()) -> SpecDocume
     shown = str(path) if file == Path(path) else str(file)
     text = read_spec_text(file, shown)
     raw = parse_text(text, shown)
-    base = file.resolve().parent
-    chain = _Chain(_roots(base, roots)).load(raw, base, (file.resolve(),))
+    with path_problems(shown):
+        resolved = file.resolve()
+    chain = _Chain(_roots(resolved.parent, roots)).load(raw, resolved.parent, (resolved,))
     return document_from_chain(chain)
 
 
@@ -274,6 +326,7 @@ def loads_document(
     """Load spec text; `extends` resolves against `base_dir` (default: the working directory)."""
     _check_text(text, name)
     raw = parse_text(text, name)
-    base = (base_dir or Path.cwd()).resolve()
+    with path_problems(str(base_dir or "."), "cannot resolve the directory extends is relative to"):
+        base = (base_dir or Path.cwd()).resolve()
     chain = _Chain(_roots(base, roots)).load(raw, base, ())
     return document_from_chain(chain)

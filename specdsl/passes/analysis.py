@@ -61,6 +61,19 @@ def count_params(ir: ModelIR) -> int:
     return sum(op_params(op) for op in lower(ir).ops)
 
 
+def peak_inference_elements(net: LoweredNetwork) -> int:
+    """Per sample, the largest sum of one op's inputs and output: what an inference pass holds at once."""
+    shapes = net.shapes()
+    return max(sum(math.prod(shapes[name]) for name in op.inputs) + math.prod(op.out_shape) for op in net.ops)
+
+
+def build_bytes(net: LoweredNetwork, dtype: str = "float32") -> int:
+    """What building ``net`` allocates at least: every canonical tensor (parameters and BN statistics) plus the
+    activations of one inference pass at batch 1, at ``dtype`` (`limits.MAX_BUILD_BYTES` bounds it)."""
+    elements = sum(math.prod(shape) for shape in net.tensors().values()) + peak_inference_elements(net)
+    return elements * DTYPE_BYTES[dtype]
+
+
 def count_macs(ir: ModelIR) -> int:
     return sum(op_macs(op) for op in lower(ir).ops)
 
@@ -208,8 +221,7 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
         kernel=1,
         io=(head.in_channels, head.classes, 1, head.input_size, 1),
     )
-    shapes = net.shapes()
-    peak = max(sum(math.prod(shapes[name]) for name in op.inputs) + math.prod(op.out_shape) for op in net.ops)
+    peak = peak_inference_elements(net)
     rows = [stem_row, *stage_rows, head_row]
     return Report(
         name=ir.name,

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
+from specdsl.errors import SpecError
 from specdsl.ir import Block, ModelIR, Normalization
 from specdsl.vocabulary import Activation as ActivationKind
 from specdsl.vocabulary import BlockKind, Padding
@@ -507,6 +508,8 @@ class _Builder:
 
 def lower(ir: ModelIR) -> LoweredNetwork:
     """The network of ``ir`` as ops in forward order (see the module docstring)."""
+    if not isinstance(ir, ModelIR):
+        raise SpecError(f"ir must be a ModelIR (from specdsl.load), got {type(ir).__name__}", path="specdsl.lower")
     builder = _Builder(ir)
     stem = ir.stem
     x = builder.conv_bn("stem", INPUT, stem.out_channels, (stem.kernel,), stem.stride, stem.activation)

@@ -218,7 +218,7 @@ def test_flags_are_blamed_as_flags() -> None:
         (["info", "b0", "--batch-size", "0"], "--batch-size 0: error: must be between 1 and"),
         (["scale", "b0", "--resolution", "20"], "--resolution 20: error: resolution 20 is smaller than"),
         (["scale", "b0", "--phi", "40"], "--phi 40: error: phi must be a finite number"),
-        (["scale", "b0", "--phi", "1", "--dropout", "3"], "--phi 1 --dropout 3: error: dropout must be in [0, 1)"),
+        (["scale", "b0", "--phi", "1", "--dropout", "3"], "--phi 1 --dropout 3: error: dropout must be a finite"),
     ):
         result = run_cli(*args)
         assert result.returncode == 2
@@ -231,7 +231,7 @@ def test_an_unknown_library_name_lists_the_close_matches() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "b9: error: no such file, and no shipped spec 'b9'",
-        "  hint: close matches: b8, b7, b6, b5, b4, b3, b2, b1 (`specdsl list` shows the library)",
+        "  hint: close matches: b8, b7, b6, b5 (`specdsl list` shows the library)",
     ]
     assert "close matches: v2_s" in run_cli("info", "v2s").stderr
 
@@ -300,5 +300,5 @@ def test_extends_root_from_a_project_file(tmp_path: Path) -> None:
 
 def test_analyze_at_a_resolution_beyond_the_limits_is_an_error() -> None:
     """The Python API re-resolves at another resolution through the same validation as a spec file."""
-    with pytest.raises(specdsl.SpecError, match="less than or equal to 4096"):
+    with pytest.raises(specdsl.SpecError, match="resolution must be an integer from 8 to 4096"):
         specdsl.analyze(specdsl.load(SPECS / "b0.spec"), resolution=100_000)
