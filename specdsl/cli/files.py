@@ -15,24 +15,193 @@ destination:
 * an OS failure (read-only, full disk, a directory where a file should go, ...) becomes
   ``error: cannot write PATH: <reason>``, and the staging directory, and any directory created for
   the output, are removed.
+
+Signals: the CLI runs under `stop_signals`, so SIGTERM and SIGHUP raise `Terminated` where the
+program is, as SIGINT raises KeyboardInterrupt, and the cleanup above runs. The cleanup itself and a
+part-way publish's roll-back run `uninterrupted`: a signal that arrives then is raised when they are
+done. A process killed outright (SIGKILL, a power cut) cannot clean up, so each staging directory
+holds an ``owner`` file, locked (``flock``) for as long as its process lives and naming host, pid,
+process start time and boot; the next write into the same directory removes a staging directory
+only when it can prove it is a dead specdsl process's: the lock is free, the host is this one and
+that process (pid and start time) is gone. Anything else whose name merely looks like staging is
+left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from specdsl.errors import SpecError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so a stale staging directory is never provably dead
+    fcntl = None  # type: ignore[assignment]
+
 _STAGING_PREFIX = ".specdsl-staging-"
+#: The lock and owner record inside each staging directory.
+_OWNER = "owner"
+
+#: Signals that stop a command like Ctrl-C does (see `stop_signals`).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program was (as SIGINT raises KeyboardInterrupt), so every cleanup
+    written for Ctrl-C runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals(threading.local):
+    depth = 0  # nesting of `uninterrupted` sections
+    pending: int | None = None  # a signal that arrived inside one
+
+
+_signals = _Signals()
+
+
+def _stop(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _signals.depth:
+        _signals.pending = _signals.pending or signum
+        return
+    raise _stop(signum)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Run the block with SIGINT, SIGTERM and SIGHUP raising (KeyboardInterrupt, `Terminated`), deferred while an
+    `uninterrupted` section runs; the previous handlers come back afterwards. Only the main thread has handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A section a stop signal must not cut in half (removing staging, rolling a publish back): a signal that
+    arrives meanwhile is raised when the outermost such section ends."""
+    _signals.depth += 1
+    try:
+        yield
+    finally:
+        _signals.depth -= 1
+        if _signals.depth == 0 and _signals.pending is not None:
+            signum, _signals.pending = _signals.pending, None
+            raise _stop(signum)
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks after boot, /proc/PID/stat field 22); None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _owner_record() -> dict[str, object]:
+    pid = os.getpid()
+    return {"tool": "specdsl", "host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "boot": _boot_id()}
+
+
+def _claim(root: Path) -> int | None:
+    """Create ``root/owner``, lock it for this process's lifetime, then record who we are (in that order, so a
+    reader that gets the lock and finds a full record knows the owner has let go)."""
+    if fcntl is None:
+        return None
+    fd = os.open(root / _OWNER, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps(_owner_record()).encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _provably_dead(owner: object) -> bool:
+    """Whether an owner record names a specdsl process on this host that no longer runs."""
+    here = _owner_record()
+    if not isinstance(owner, dict) or owner.get("tool") != "specdsl" or owner.get("host") != here["host"]:
+        return False
+    pid, start, boot = owner.get("pid"), owner.get("start"), owner.get("boot")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if boot and here["boot"] and boot != here["boot"]:
+        return True  # recorded before the last reboot
+    if start is None:  # no /proc: only a pid that no longer exists is proof
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    return _start_time(pid) != start  # gone, or the pid now belongs to a later process
+
+
+def remove_stale_staging(directory: Path) -> list[Path]:
+    """Remove the staging directories in ``directory`` left by specdsl processes that died without cleaning up
+    (SIGKILL, a power cut): only those whose owner lock is free and whose owner provably no longer runs."""
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    try:
+        entries = [entry for entry in os.scandir(directory) if entry.name.startswith(_STAGING_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            fd = os.open(path / _OWNER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live owner: BlockingIOError
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _provably_dead(json.loads(os.read(fd, 65536))):
+                with uninterrupted():
+                    shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _umask_mode(base: int) -> int:
@@ -114,10 +283,14 @@ def staged_output(destination: Path | str, *, force: bool, shown: str | None = N
     shown = shown or str(destination)
     created: list[Path] = []
     root: Path | None = None
+    lock: int | None = None
     try:
         try:
-            _create_directory(destination, created)
-            root = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=destination))
+            with uninterrupted():
+                _create_directory(destination, created)
+                remove_stale_staging(destination)
+                root = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=destination))
+                lock = _claim(root)
             staging = Staging(path=root / "new", destination=destination)
             staging.path.mkdir()
         except OSError as error:
@@ -133,11 +306,20 @@ def staged_output(destination: Path | str, *, force: bool, shown: str | None = N
             raise cannot_write(shown, found) from None
         staging.published = publish(staging.path, destination, force=force, aside=root / "old")
     except BaseException:
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
-        _remove_directories(created)
+        with uninterrupted():
+            _discard(root, lock)
+            _remove_directories(created)
         raise
-    shutil.rmtree(root, ignore_errors=True)
+    with uninterrupted():
+        _discard(root, lock)
+
+
+def _discard(root: Path | None, lock: int | None) -> None:
+    """Remove a staging directory, then let go of its owner lock (in that order: never unlocked while it exists)."""
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+    if lock is not None:
+        os.close(lock)
 
 
 def _staged_files(staging: Path) -> list[Path]:
@@ -202,13 +384,14 @@ def publish(staging: Path, destination: Path, *, force: bool, aside: Path) -> li
             os.replace(source, current)
             done.append((current, backups.get(relative)))
     except BaseException as error:  # an OS failure, or Ctrl-C part-way: put everything back
-        for target, backup in reversed(done):
-            with contextlib.suppress(OSError):
-                if backup is None:
-                    target.unlink()
-                else:
-                    os.replace(backup, target)
-        _remove_directories(created)
+        with uninterrupted():
+            for target, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is None:
+                        target.unlink()
+                    else:
+                        os.replace(backup, target)
+            _remove_directories(created)
         if isinstance(error, OSError):
             raise cannot_write(current, error) from None
         raise

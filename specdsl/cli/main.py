@@ -1,18 +1,23 @@
 """The `specdsl` console script: argument parsing, dispatch and exit codes.
 
-Exit codes: 0 success, 2 bad input (a located diagnostic, no traceback),
-1 internal error (a bug: the traceback is printed so it can be reported).
+Exit codes: 0 success, 2 bad input (a located diagnostic, no traceback; a misused flag too: one
+``error: specdsl COMMAND: ...`` line and a hint, no usage block), 1 internal error (a bug: the
+traceback is printed so it can be reported), 128 + N after signal N: SIGINT, SIGTERM and SIGHUP
+all stop a command the same way (staged output removed, nothing half-written, exit 130, 143, 129).
+A diagnostic that cannot itself be printed (stderr on a full disk) still exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from specdsl import __version__
-from specdsl.cli import commands, grid, train
+from specdsl.cli import commands, files, grid, train
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -27,6 +32,32 @@ _EPILOG = """examples:
   specdsl train specs/digits_tiny.spec -o runs/digits
   specdsl grid specs/digits_tiny.spec -o grids/digits --alpha 1:2:0.2 --beta 1:1.4:0.1 --gamma 1:1.5:0.25
 """
+
+
+class UsageError(Exception):
+    """A flag argparse refuses: reported as one diagnostic line, exit 2."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised (and printed by `main` as one line) instead of a usage block and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
+def _say(text: str) -> None:
+    """Print a diagnostic on stderr; if stderr itself cannot be written (a full disk), drop it quietly so the exit
+    code still tells (and Python's own flush at exit does not fail a second time)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
 
 
 def _spec_options() -> argparse.ArgumentParser:
@@ -49,7 +80,7 @@ def _output_options(what: str) -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="specdsl",
         description="Declarative architecture-spec compiler for EfficientNet-family ConvNets.",
         epilog=_EPILOG,
@@ -188,31 +219,49 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with files.stop_signals():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from specdsl.backends import BackendUnavailable
     from specdsl.errors import SpecError
 
-    args = _parser().parse_args(argv)
     try:
+        args, unknown = _parser().parse_known_args(argv)
+        if unknown:  # named by the command they were given to (argparse names only `specdsl`)
+            raise UsageError(f"specdsl {args.command}", f"unrecognized arguments: {' '.join(unknown)}")
         code = args.run(args)
         sys.stdout.flush()  # a full disk or closed pipe behind stdout is reported here, not at exit
         return code
-    except (SpecError, BackendUnavailable) as error:
-        print(error if isinstance(error, SpecError) else f"error: {error}", file=sys.stderr)
+    except UsageError as error:
+        _say(f"error: {error.prog}: {error.message}\n  hint: see `{error.prog} --help`")
         return EXIT_BAD_INPUT
+    except (SpecError, BackendUnavailable) as error:
+        _say(str(error) if isinstance(error, SpecError) else f"error: {error}")
+        return EXIT_BAD_INPUT
+    except files.Terminated as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `specdsl info b0 | head -1`: not an error; keep Python quiet at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except OSError as error:  # writing to stdout/stderr redirected to a full or failing file
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # stdout is what failed: drop its buffer, or the flush at exit fails again
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        _say(f"error: {where}{error.strerror or error}")
         return EXIT_BAD_INPUT
     except Exception:  # a bug: show it
         import traceback
 
-        traceback.print_exc()
-        print("specdsl: internal error (please report it with the command above)", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):
+            traceback.print_exc()
+        _say("specdsl: internal error (please report it with the command above)")
         return EXIT_INTERNAL
 
 
