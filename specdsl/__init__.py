@@ -11,7 +11,17 @@ here imports a deep-learning framework.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# A checkout keeps grammar/, specs/ and backends/ beside specdsl/ (pyproject's package-dir maps them into the
+# package); an installed copy holds them inside. When this file really lives in a checkout (imported from the
+# repository root, or through an editable install, whose link tree points here), the package's submodules are
+# looked up in the checkout: specdsl/ first, then the folders beside it.
+_here = os.path.dirname(os.path.realpath(__file__))
+_root = os.path.dirname(_here)
+if not os.path.isdir(os.path.join(_here, "grammar")) and os.path.isfile(os.path.join(_root, "grammar", "spec.lark")):
+    __path__[:] = [_here, _root]
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import keras
 from specdsl.backends import BackendUnavailable
 from specdsl.ir import ModelIR
 
-from ..naming import module_name
+from ..naming import file_stem
 from .model import Weights, build
 
 EXPORTS = ("saved_model",)
@@ -35,7 +35,7 @@ def emit(
     if export == "saved_model" and keras.backend.backend() != "tensorflow":
         raise BackendUnavailable(f"a SavedModel needs Keras's TensorFlow backend, not {keras.backend.backend()!r}")
     out_dir = Path(out_dir)
-    stem = module_name(ir.name)
+    stem = file_stem(ir.name)
     model = build(ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing)
     path = out_dir / f"{stem}.keras"
     model.save(path)

@@ -33,7 +33,7 @@ from specdsl.passes.lower import (
     lower,
 )
 
-from ..naming import module_name
+from ..naming import file_stem
 from .convs import cond_conv, conv
 from .weights import assign, layer_name
 
@@ -144,7 +144,7 @@ def translate(net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool
     values: dict[str, Any] = {INPUT: preprocessing(net)(image) if include_preprocessing else image}
     for op, op_seed in zip(net.ops, op_seeds(seed, len(net.ops)), strict=True):
         values[op.name] = _translate(op, [values[name] for name in op.inputs], op_seed)
-    return keras.Model(image, values[net.output], name=module_name(net.name))
+    return keras.Model(image, values[net.output], name=file_stem(net.name))
 
 
 def build(

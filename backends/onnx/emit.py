@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +9,13 @@ import onnx_ir
 
 from specdsl.ir import ModelIR
 
+from ..naming import file_stem
 from .model import Weights, build
 
 #: Initializer bytes above which tensors go to an external data file. Protobuf cannot serialise a message of
 #: 2 GiB or more; l2's folded float32 weights (1.92 GB) sit within 11% of that, and writing or parsing a
 #: protobuf holds the whole message in memory again, so large models go external well before the limit.
 EXTERNAL_DATA_BYTES = 1 << 30
-
-
-def file_stem(name: str) -> str:
-    """A file name for the spec name ``name``: path separators and other unsafe characters become '_'."""
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", name).strip("._") or "model"
 
 
 def initializer_bytes(model: onnx_ir.Model) -> int:

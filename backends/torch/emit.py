@@ -16,7 +16,7 @@ import torch
 
 from specdsl.ir import ModelIR
 
-from ..naming import module_name
+from ..naming import file_stem
 from . import layers
 from .model import build, network_json
 
@@ -59,7 +59,7 @@ def emit(
     if export is not None and export not in EXPORTS:
         raise ValueError(f"the torch backend exports {', '.join(EXPORTS)}, not {export!r}")
     out_dir = Path(out_dir)
-    stem = module_name(ir.name)
+    stem = file_stem(ir.name)
     model = build(ir, weights=weights, seed=seed)
     source = standalone_source(ir, stem, seed=seed, deploy=deploy)
     py = out_dir / f"{stem}.py"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -278,13 +277,9 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
     return options
 
 
-def _directory_name(name: str) -> str:
-    """A model name as one plain path component (`build/<name>` must stay inside `build/`)."""
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", name).strip("._") or "model"
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
+    from specdsl.backends.naming import file_stem
 
     backend = load_backend(args.backend)  # before any work: a missing framework is reported first
     options = _backend_options(args, backend)
@@ -293,7 +288,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise SpecError(f"backend '{args.backend}' cannot export {args.export!r}; it exports: {', '.join(exports)}")
     inputs.check_range("--seed", args.seed, 0, 2**63 - 1)
     ir = inputs.load(args.spec, args.root)
-    out_dir = Path(args.output or Path("build", _directory_name(ir.name)))
+    out_dir = Path(args.output or Path("build", file_stem(ir.name)))
     weights = _read_weights(args.weights, ir) if args.weights else None
     options = {"weights": weights, "seed": args.seed, **options}
     report = api.analyze(ir)

@@ -20,10 +20,10 @@ def test_build_writes_one_onnx_file(tmp_path: Path) -> None:
     out = tmp_path / "v2"
     result = run_cli("build", "v2_b0", "--backend", "onnx", "-o", str(out), "--opset", "20", "--keep-bn")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.rstrip().endswith(f"wrote {out / 'efficientnetv2-b0.onnx'}")
-    assert [p.name for p in out.iterdir()] == ["efficientnetv2-b0.onnx"]
+    assert result.stdout.rstrip().endswith(f"wrote {out / 'efficientnetv2_b0.onnx'}")
+    assert [p.name for p in out.iterdir()] == ["efficientnetv2_b0.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v2"]  # nothing else touched, no staging left
-    model = onnx.load(str(out / "efficientnetv2-b0.onnx"))
+    model = onnx.load(str(out / "efficientnetv2_b0.onnx"))
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version == 20
     assert "BatchNormalization" in {node.op_type for node in model.graph.node}
@@ -40,8 +40,8 @@ def test_build_loads_canonical_weights(tmp_path: Path) -> None:
 
     x = images(1, 224, seed=1)
     expected = logits(build(ir, weights=state), x)  # float32, from the same file's tensors
-    assert np.abs(logits(out / "efficientnet-b0.onnx", x) - expected).max() < 0.02 * np.abs(expected).max()
-    assert onnx.load(str(out / "efficientnet-b0.onnx")).graph.initializer[0].data_type == onnx.TensorProto.FLOAT16
+    assert np.abs(logits(out / "efficientnet_b0.onnx", x) - expected).max() < 0.02 * np.abs(expected).max()
+    assert onnx.load(str(out / "efficientnet_b0.onnx")).graph.initializer[0].data_type == onnx.TensorProto.FLOAT16
 
 
 def test_options_a_backend_lacks_are_refused(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_l2_uses_external_data_and_loads_in_onnxruntime(tmp_path: Path) -> None:
     result = run_cli("build", "l2", "--backend", "onnx", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 6 * 2**20  # KiB: the build stayed under 6 GiB
-    model_path, data_path = out / "efficientnet-l2.onnx", out / "efficientnet-l2.onnx.data"
+    model_path, data_path = out / "efficientnet_l2.onnx", out / "efficientnet_l2.onnx.data"
     assert sorted(p.name for p in out.iterdir()) == [model_path.name, data_path.name]
     assert model_path.stat().st_size < 1_000_000 and data_path.stat().st_size > 1.9e9
     model = onnx.load(str(model_path), load_external_data=False)

@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from specdsl import weights  # noqa: E402
+from specdsl.backends.naming import file_stem  # noqa: E402
 from specdsl.backends.torch import build, emit  # noqa: E402
-from specdsl.backends.torch.emit import class_name, module_name  # noqa: E402
+from specdsl.backends.torch.emit import class_name  # noqa: E402
 
 from .helpers import images, load_ir, randomize_batch_norm  # noqa: E402
 
@@ -171,7 +172,7 @@ def test_emit_rejects_unknown_exports(tmp_path: Path) -> None:
     ],
 )
 def test_names_are_sanitized(name: str, module: str, cls: str) -> None:
-    assert module_name(name) == module and module.isidentifier()
+    assert file_stem(name) == module and module.isidentifier()
     assert class_name(name) == cls and cls.isidentifier()
 
 
