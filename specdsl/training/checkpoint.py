@@ -36,7 +36,14 @@ from torch import nn
 from specdsl import weights as canonical
 from specdsl.cli.files import publish_permissions
 from specdsl.ir import ModelIR
-from specdsl.training.rundir import METRICS_FILE, damaged, os_errors_as_cannot_write, read_state
+from specdsl.training.rundir import (
+    CHECKPOINT_FILES,
+    METRICS_FILE,
+    damaged,
+    os_errors_as_cannot_write,
+    read_state,
+    write_atomic,
+)
 
 FORMAT = "specdsl-train-checkpoint/1"
 
@@ -135,7 +142,9 @@ class Loaded:
     param_groups: list[dict[str, Any]] = field(default_factory=list)  # as saved (JSON), for the trainer to check
 
 
-BEST_FILES = ("best.json", "best.safetensors")  # written in this order when an epoch sets a new best
+#: The run's best weights and their summary: outputs in RUN_DIR, and a copy in each checkpoint (a resumed run
+#: restores RUN_DIR's from it, so an epoch cut short after writing a new best never leaves them ahead).
+BEST_FILES = ("best.json", "best.safetensors")
 
 
 def _sha256(data: bytes) -> str:
@@ -185,11 +194,12 @@ def save(
                     tensors[f"rng.{rank}.cuda.{device}"] = cuda
                 python_state.append({"numpy": state.numpy, "python": state.python, "cuda_devices": len(state.cuda)})
             save_file(tensors, str(staging / "state.safetensors"), metadata={"format": FORMAT})
-            files = {f"{directory.name}/{path.name}": _sha256(path.read_bytes()) for path in sorted(staging.iterdir())}
-            for name in (METRICS_FILE, *BEST_FILES):
+            for name in BEST_FILES:
                 if (run_dir / name).is_file():
-                    data = (run_dir / name).read_bytes()
-                    files[name] = _sha256(metrics_prefix(data, progress.epoch) or b"" if name == METRICS_FILE else data)
+                    _link_or_copy(run_dir / name, staging / name)
+            files = {f"{directory.name}/{path.name}": _sha256(path.read_bytes()) for path in sorted(staging.iterdir())}
+            metrics = (run_dir / METRICS_FILE).read_bytes() if (run_dir / METRICS_FILE).is_file() else b""
+            files[METRICS_FILE] = _sha256(metrics_prefix(metrics, progress.epoch) or b"")
             meta = {"format": FORMAT, "progress": asdict(progress), "optimizer": optimizer_meta, "rng": python_state}
             meta["files"] = files
             meta["digest"] = _self_digest(meta)
@@ -200,6 +210,25 @@ def save(
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A second name for a file the trainer only ever replaces by renaming (no copy where links work)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def restore_best(directory: Path) -> None:
+    """RUN_DIR's best.* as the checkpoint recorded them (an epoch cut short may have written newer ones)."""
+    for name in BEST_FILES:
+        saved, published = directory / name, directory.parent / name
+        if not saved.exists():
+            with os_errors_as_cannot_write(published, published.parent):
+                published.unlink(missing_ok=True)
+        elif not published.is_file() or published.read_bytes() != saved.read_bytes():
+            write_atomic(published, lambda path, saved=saved: shutil.copyfile(saved, path))
 
 
 def _replace(staging: Path, directory: Path) -> None:
@@ -351,18 +380,12 @@ def _state_tensors(path: Path, meta: _StateFile, shapes: dict[str, tuple[int, ..
 
 
 def _check_digests(run_dir: Path, directory: Path, meta: _StateFile) -> None:
-    """Every file state.json covers holds the bytes it recorded (best.* excepted when they are an epoch newer
-    than the checkpoint: the epoch that wrote them was cut short, and the resumed run writes them again)."""
+    """Every file state.json covers holds the bytes it recorded (of metrics.jsonl: the epochs it covers)."""
     epoch = meta.progress.epoch
-    newer_best = False
-    best = run_dir / "best.json"
-    if "best.json" in meta.files and best.is_file():
-        found = _read_json(best, _BestFile)
-        newer_best = found.epoch == epoch and found.accuracy > meta.progress.best_accuracy
     for name, digest in meta.files.items():
         path = run_dir / name
-        if name in BEST_FILES and newer_best:
-            continue
+        if name not in (METRICS_FILE, *(f"{directory.name}/{file}" for file in CHECKPOINT_FILES)):
+            raise damaged(directory / "state.json", f"it records a file the trainer does not write, {name!r}")
         data = read_state(path)
         if name == METRICS_FILE:
             prefix = metrics_prefix(data, epoch)
@@ -371,9 +394,11 @@ def _check_digests(run_dir: Path, directory: Path, meta: _StateFile) -> None:
             data = prefix
         if _sha256(data) != digest:
             raise damaged(path, "its content differs from what the trainer wrote (SHA-256 mismatch)")
-    expected = {f"{directory.name}/{name}" for name in ("weights.safetensors", "state.safetensors")}
+    expected = {METRICS_FILE, *(f"{directory.name}/{name}" for name in ("weights.safetensors", "state.safetensors"))}
+    if meta.progress.best_epoch >= 0:
+        expected |= {f"{directory.name}/{name}" for name in BEST_FILES}
     if not expected <= set(meta.files):
-        raise damaged(directory / "state.json", "it records no digest of the checkpoint's tensors")
+        raise damaged(directory / "state.json", f"it records no digest of {sorted(expected - set(meta.files))[0]}")
 
 
 def load(directory: Path, ir: ModelIR) -> Loaded:
@@ -394,13 +419,12 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
     if os.path.lexists(ema_path) or f"{directory.name}/ema.safetensors" in meta.files:
         ema = _tensors(ema_path, names=f"the weights of {ir.name}", shapes=shapes)
     tensors = _state_tensors(directory / "state.safetensors", meta, shapes)
+    if progress.best_epoch >= 0:  # the best weights and their summary: readable, finite, the network's
+        best = _read_json(directory / "best.json", _BestFile)
+        if (best.epoch, best.accuracy) != (progress.best_epoch, progress.best_accuracy):
+            raise damaged(directory / "best.json", f"epoch {best.epoch} is not the best epoch {progress.best_epoch}")
+        _tensors(directory / "best.safetensors", names=f"the weights of {ir.name}", shapes=shapes)
     _check_digests(run_dir, directory, meta)
-    for name in BEST_FILES:  # the files the run reports: readable, finite, the network's
-        if (run_dir / name).is_file() and progress.best_epoch >= 0:
-            if name == "best.json":
-                _read_json(run_dir / name, _BestFile)
-            else:
-                _tensors(run_dir / name, names=f"the weights of {ir.name}", shapes=shapes)
     rng = []
     for rank, extra in enumerate(meta.rng):
         cuda = [tensors[f"rng.{rank}.cuda.{device}"] for device in range(extra.cuda_devices)]

@@ -136,6 +136,8 @@ class Trainer:
                 path=str(self.run_dir),
             )
         self._check_resumable(loaded)
+        if self.ctx.is_main:
+            checkpoint.restore_best(self.run_dir / "checkpoint")
         with torch.no_grad():
             for name, value in self.model.state_dict().items():
                 if name in loaded.weights:
@@ -329,8 +331,7 @@ class Trainer:
         write_atomic(self.run_dir / "plot.png", lambda path: plot_run(records, path, title))
 
     def _write_best(self, epoch: int, result: EvalResult) -> None:
-        """best.json, then best.safetensors (the order `checkpoint.load` expects of an epoch cut short), each
-        renamed into place whole."""
+        """best.json and best.safetensors, each renamed into place whole (the next checkpoint keeps a copy)."""
         self.progress.best_accuracy, self.progress.best_epoch = result.accuracy, epoch
         summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss}
         summary["predictions"] = result.predictions.tolist()

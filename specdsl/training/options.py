@@ -96,7 +96,8 @@ def check_against_torch(options: TrainOptions) -> None:
 
         known = list_backends(exclude_tags=())
         if options.compile not in known:
+            common = ", ".join(name for name in ("inductor", "eager", "aot_eager", "cudagraphs") if name in known)
             raise SpecError(
-                f"unknown torch.compile backend {options.compile!r}; known: {', '.join(sorted(known))}",
+                f"unknown torch.compile backend {options.compile!r} (torch._dynamo.list_backends(): {common}, ...)",
                 path="--compile-backend",
             )

@@ -28,7 +28,14 @@ CHECKPOINT_DIR = "checkpoint"
 #: What the trainer writes in RUN_DIR, and what ``--force`` may replace there.
 TRAINER_FILES = (SPEC_FILE, METRICS_FILE, "best.safetensors", "best.json", "plot.png")
 #: What the trainer writes in RUN_DIR/checkpoint/ (replaced as a whole after every epoch).
-CHECKPOINT_FILES = ("weights.safetensors", "ema.safetensors", "state.safetensors", "state.json")
+CHECKPOINT_FILES = (
+    "weights.safetensors",
+    "ema.safetensors",
+    "state.safetensors",
+    "state.json",
+    "best.safetensors",
+    "best.json",
+)
 #: How a damaged run is left behind, in every message about one.
 AFRESH = "start afresh with --force (it replaces only the trainer's files)"
 
