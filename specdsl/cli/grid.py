@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from specdsl.cli import inputs
 from specdsl.cli.output import table
 from specdsl.cli.train import set_overrides
-from specdsl.errors import SpecError
+from specdsl.errors import SpecError, printable, shorten
+from specdsl.training.environment import torchrun_environment
 
 _EXAMPLES = """examples:
   specdsl grid specs/digits_tiny.spec -o grids/digits --alpha 1:2:0.2 --beta 1:1.4:0.1 --gamma 1:1.5:0.25
@@ -77,25 +80,30 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     grid.set_defaults(run=cmd_grid)
 
 
-def parse_shard(text: str | None, environ: Any = os.environ) -> tuple[int, int]:
-    """``I/N`` with 0 <= I < N; by default torchrun's RANK/WORLD_SIZE, else 0/1."""
+_SHARD = re.compile(r"([0-9]{1,9})/([0-9]{1,9})")
+
+
+def parse_shard(text: str | None, environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """``I/N`` with 0 <= I < N; by default torchrun's RANK/WORLD_SIZE (checked), else 0/1."""
     if text is None:
-        return int(environ.get("RANK", "0")), int(environ.get("WORLD_SIZE", "1"))
-    index, sep, count = text.partition("/")
-    try:
-        shard = int(index), int(count)
-    except ValueError:
-        shard = (-1, 0)
-    if not sep or not 0 <= shard[0] < shard[1]:
-        raise SpecError("expected I/N with 0 <= I < N, e.g. 0/4", path=f"--shard {text}")
+        environment = torchrun_environment(environ)
+        return environment.rank, environment.world_size
+    found = _SHARD.fullmatch(text.strip())
+    shard = (int(found[1]), int(found[2])) if found else (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise SpecError("expected I/N with 0 <= I < N, e.g. 0/4", path=f"--shard {printable(shorten(text))}")
     return shard
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from specdsl.backends import BackendUnavailable
-    from specdsl.grid.search import GridSettings
+    from specdsl.grid.search import GridSettings, check_running
     from specdsl.grid.space import parse_axis
 
+    # Every diagnostic before the framework loads or anything is written: environment, flags, the spec.
+    torchrun_environment()
+    shard = parse_shard(args.shard)
+    recipe, _ = set_overrides(args.set)
     base = inputs.load(args.spec, args.root).spec
     settings = GridSettings(
         alphas=parse_axis(args.alpha, "--alpha"),
@@ -108,14 +116,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
         eta=args.eta,
         top=args.top,
         seed=args.seed,
-        recipe=set_overrides(args.set),
+        recipe=recipe,
         train_images=args.train_images,
     )
-    shard = parse_shard(args.shard)
-    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise SpecError("must be at least 1", path=f"{flag} {value}")
     settings.check()
+    check_running(args.jobs, args.threads, shard)
     try:
         from specdsl.grid import report, search, worker  # noqa: F401  (worker: the training frameworks)
     except ImportError as error:

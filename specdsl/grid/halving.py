@@ -11,8 +11,12 @@ Because a promoted network resumes rather than restarts, one network trained to 
 ``epochs_i`` epochs, and the whole search ``sum_i size_i * (epochs_i - epochs_{i-1})``, against ``n * E``
 for training every network fully.
 
-Ranking: held-out accuracy (higher first), then held-out loss (lower first: on a few hundred images
-accuracies tie often, the loss rarely), then grid order, so every run ranks alike.
+Ranking (`rank_key`, the one definition): held-out accuracy rounded to ``ACCURACY_DECIMALS`` decimals (higher
+first), then held-out loss rounded to ``LOSS_DIGITS`` significant digits (lower first: on a few hundred images
+accuracies tie often), then grid order. Rounding first makes the order stable: two networks whose losses differ
+in the third digit (float noise, another thread count) tie and grid order decides, the same on every machine. A
+score that is not a number in range (NaN or infinite accuracy or loss, an accuracy outside [0, 1]) ranks after
+every valid one, by grid order, and is never the answer (`valid`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,24 @@ def epochs_spent(rungs: list[Rung]) -> int:
     return total
 
 
+ACCURACY_DECIMALS = 3  # 0.1 percentage point: held-out sets of up to 1000 images keep every image's worth
+LOSS_DIGITS = 2  # significant digits of the held-out loss
+
+
+def valid(score: Score) -> bool:
+    """A score that can win: finite accuracy in [0, 1] and finite loss."""
+    return math.isfinite(score.loss) and math.isfinite(score.accuracy) and 0 <= score.accuracy <= 1
+
+
+def rank_key(score: Score) -> tuple[int, float, float, int]:
+    """Sort key, best first: valid scores before the rest, rounded accuracy (higher), rounded loss (lower),
+    grid order."""
+    if not valid(score):
+        return 1, 0.0, 0.0, score.candidate
+    loss = float(f"{score.loss:.{LOSS_DIGITS}g}")
+    return 0, -round(score.accuracy, ACCURACY_DECIMALS), loss, score.candidate
+
+
 def ranking(scores: Iterable[Score]) -> list[int]:
-    """Candidates best first: accuracy, then loss, then grid order."""
-    return [score.candidate for score in sorted(scores, key=lambda s: (-s.accuracy, s.loss, s.candidate))]
+    """Candidates best first, by `rank_key`."""
+    return [score.candidate for score in sorted(scores, key=rank_key)]

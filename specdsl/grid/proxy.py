@@ -23,12 +23,17 @@ def train_resolution(doc: SpecDocument) -> int:
     return doc.input.train_resolution or doc.input.resolution
 
 
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """``--set`` keys the proxy schedule decides itself are refused."""
+    if "epochs" in overrides:
+        raise SpecError("the proxy schedule's length is --epochs, not a training key", path="--set epochs")
+
+
 def proxy_document(
     point: SpecDocument, base: SpecDocument, *, epochs: int, overrides: Mapping[str, Any]
 ) -> SpecDocument:
     """``point`` (a scaled network) with the search's proxy recipe."""
-    if "epochs" in overrides:
-        raise SpecError("the proxy schedule's length is --epochs, not a training key", path="--set epochs")
+    check_overrides(overrides)
     doc = with_recipe(point, overrides)
     recipe = doc.training
     updates: dict[str, Any] = {"epochs": epochs, "progressive_stages": min(recipe.progressive_stages, epochs)}

@@ -39,11 +39,6 @@ def best_spec(result: GridResult, header: list[str] | None = None) -> str:
     return text
 
 
-def _accuracy(result: GridResult, candidate: int, rung: int) -> float | None:
-    record = result.results.get((candidate, rung))
-    return None if record is None else record["accuracy"]
-
-
 def rows(result: GridResult) -> list[dict[str, Any]]:
     """One row per kept grid point, best network first (grid order within a network)."""
     rank_of = {candidate: rank for rank, candidate in enumerate(result.ranking)}
@@ -60,8 +55,8 @@ def rows(result: GridResult) -> list[dict[str, Any]]:
                 "network": candidate.name,
                 **{key: getattr(point, key) for key in ("alpha", "beta", "gamma", "ideal", "ratio", "macs", "params")},
                 "resolution": point.resolution,
-                "accuracy": [None if r is None else r["accuracy"] for r in records],
-                "seconds": sum(r["seconds"] for r in records if r is not None),
+                "accuracy": [None if r is None else r.accuracy for r in records],
+                "seconds": sum(r.seconds for r in records if r is not None),
                 "chosen": point.index == result.chosen.index,
             }
         )
@@ -94,7 +89,7 @@ def summary(result: GridResult, out: Path) -> dict[str, Any]:
             "params": chosen.params,
             "resolution": chosen.resolution,
             "network": best.name,
-            "accuracy": result.results[(best.index, last)]["accuracy"],
+            "accuracy": result.results[(best.index, last)].accuracy,
             "epochs": result.rungs[last].epochs,
             "weights": str(out / store.RUNS_DIR / best.name / "best.safetensors"),  # the phi = 1 network's
         },
@@ -184,13 +179,13 @@ def plot(result: GridResult) -> bytes:
     for rung in result.rungs:
         found = [c for c in result.candidates if (c.index, rung.index) in result.results]
         macs = [c.first.macs / 1e6 for c in found]
-        accuracy = [100 * result.results[(c.index, rung.index)]["accuracy"] for c in found]
+        accuracy = [100 * result.results[(c.index, rung.index)].accuracy for c in found]
         label = f"rung {rung.index + 1}: {rung.epochs} epoch(s)"
         axes.scatter(macs, accuracy, label=label, s=18 + 14 * rung.index, alpha=0.8)
     best = result.best
     last = max(rung.index for rung in result.rungs if (best.index, rung.index) in result.results)
     chosen = result.chosen
-    axes.scatter([chosen.macs / 1e6], [100 * result.results[(best.index, last)]["accuracy"]], marker="*", s=260,
+    axes.scatter([chosen.macs / 1e6], [100 * result.results[(best.index, last)].accuracy], marker="*", s=260,
                  color="crimson", edgecolor="k", zorder=5,
                  label=f"chosen: α {chosen.alpha:g}, β {chosen.beta:g}, γ {chosen.gamma:g}")  # fmt: skip
     axes.set(xlabel="MACs (millions)", ylabel="held-out accuracy (%)",
@@ -223,8 +218,8 @@ def write(result: GridResult, out: Path, *, merge_log: bool = False) -> list[Pat
         "summary.json": json.dumps(summary(result, out), indent=2) + "\n",
     }
     if merge_log:
-        records = sorted(result.results.values(), key=lambda record: (record["rung"], record["candidate"]))
-        contents[store.RESULTS_FILE] = "".join(json.dumps(record) + "\n" for record in records)
+        records = sorted(result.results.values(), key=lambda record: (record.rung, record.candidate))
+        contents[store.RESULTS_FILE] = "".join(record.model_dump_json() + "\n" for record in records)
     with staged_output(out, force=True) as staging:
         for name, content in contents.items():
             path = staging.path / name

@@ -20,9 +20,13 @@ from typing import TYPE_CHECKING, Any
 from specdsl.errors import SpecError
 from specdsl.frontend.format import render_document
 from specdsl.grid import halving, store
-from specdsl.grid.proxy import Task, proxy_document, proxy_text
-from specdsl.grid.space import GridPoint, closest_to_budget, enumerate_grid, point_document
+from specdsl.grid.proxy import Task, check_overrides, proxy_document, proxy_text
+from specdsl.grid.space import MAX_GRID_POINTS, GridPoint, closest_to_budget, enumerate_grid, point_document
+from specdsl.grid.store import GridStore, ResultRecord
+from specdsl.ir import ModelIR
+from specdsl.passes.resolve import resolve
 from specdsl.spec import SpecDocument
+from specdsl.training.options import MAX_THREADS, SEED_LIMIT, _whole
 from specdsl.training.recipe import with_recipe
 
 if TYPE_CHECKING:
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 POLL_SECONDS = (0.1, 5.0)  # a shard looks for the other shards' results after 0.1 s, then twice as late, up to 5 s
+MAX_EPOCHS = 100_000  # as a recipe's epochs
+MAX_JOBS = 1024  # parallel trainings on one machine
+MAX_SHARDS = 100_000
+Results = dict[tuple[int, int], ResultRecord]
 
 
 def _stderr(message: str) -> None:
@@ -54,16 +62,37 @@ class GridSettings:
     train_images: int | None = None  # train on a fixed random subset of the training images
 
     def check(self) -> None:
-        for flag, value, ok, rule in (
-            ("--budget", self.budget, math.isfinite(self.budget) and self.budget > 0, "must be positive"),
-            ("--tolerance", self.tolerance, math.isfinite(self.tolerance) and self.tolerance >= 0, "must be >= 0"),
-            ("--epochs", self.epochs, self.epochs >= 1, "must be at least 1"),
-            ("--eta", self.eta, self.eta >= 2, "must be at least 2"),
-            ("--top", self.top, self.top >= 1, "must be at least 1"),
-            ("--train-images", self.train_images, self.train_images is None or self.train_images >= 1, "must be >= 1"),
+        """Every setting in range, named by its flag; the grid's size before anything enumerates it."""
+        for flag, value in (("--budget", self.budget), ("--tolerance", self.tolerance)):
+            if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+                raise SpecError(f"expected a finite number, got {value!r}", path=flag)
+        if self.budget <= 0:
+            raise SpecError(f"must be positive, got {self.budget:g}", path=f"--budget {self.budget:g}")
+        if self.tolerance < 0:
+            raise SpecError(f"must be >= 0, got {self.tolerance:g}", path=f"--tolerance {self.tolerance:g}")
+        for flag, value, low, high in (
+            ("--epochs", self.epochs, 1, MAX_EPOCHS),
+            ("--eta", self.eta, 2, MAX_EPOCHS),
+            ("--top", self.top, 1, MAX_EPOCHS),
+            ("--seed", self.seed, 0, SEED_LIMIT - 1),
+            ("--train-images", self.train_images, 1, 10**9),
         ):
-            if not ok:
-                raise SpecError(rule, path=f"{flag} {value:g}")
+            _whole(value, flag, low, high, optional=flag == "--train-images")
+        check_overrides(self.recipe)
+        if not isinstance(self.data, str) or not self.data:
+            raise SpecError(f"expected builtin:digits or a directory, got {self.data!r}", path="--data")
+        axes = (("--alpha", self.alphas), ("--beta", self.betas), ("--gamma", self.gammas))
+        for flag, values in axes:
+            if not values or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values):
+                raise SpecError("expected one or more positive finite numbers", path=flag)
+        count = math.prod(len(values) for _, values in axes)
+        if count > MAX_GRID_POINTS:
+            sizes = " x ".join(f"{len(values)} {flag[2:]}" for flag, values in axes)
+            raise SpecError(
+                f"the grid has {count:,} points ({sizes}); at most {MAX_GRID_POINTS:,}",
+                path="--alpha/--beta/--gamma",
+                hint="use coarser steps: each point is scaled and its MACs counted before anything trains",
+            )
 
     def config(self, base: SpecDocument) -> dict[str, Any]:
         """The ``grid.json`` a continued search must match."""
@@ -107,7 +136,7 @@ class GridResult:
     points: list[GridPoint]
     candidates: list[Candidate]
     rungs: list[halving.Rung]
-    results: dict[tuple[int, int], dict[str, Any]]  # (candidate, rung) -> record
+    results: dict[tuple[int, int], ResultRecord]  # (candidate, rung) -> record
     ranking: list[int]  # candidates, best first: furthest rung, then its score
     chosen: GridPoint  # the winner's point reported as the answer
 
@@ -149,6 +178,31 @@ def _no_point_kept(points: list[GridPoint], settings: GridSettings) -> SpecError
     )
 
 
+def check_running(jobs: int | None, threads: int | None, shard: tuple[int, int]) -> None:
+    """How the search runs here: ``--jobs``, ``--threads``, ``--shard``."""
+    _whole(jobs, "--jobs", 1, MAX_JOBS, optional=True)
+    _whole(threads, "--threads", 1, MAX_THREADS, optional=True)
+    if not (isinstance(shard, tuple) and len(shard) == 2 and all(type(part) is int for part in shard)):
+        raise SpecError(f"expected (index, count), got {shard!r}", path="--shard")
+    if not 0 <= shard[0] < shard[1] <= MAX_SHARDS:
+        raise SpecError(f"expected I/N with 0 <= I < N <= {MAX_SHARDS}, got {shard[0]}/{shard[1]}", path="--shard")
+
+
+def check_data(base: SpecDocument, settings: GridSettings) -> None:
+    """What the data must agree on with every network of the grid (they share the base's input and head):
+    it opens, has the network's class count, and has images for ``--train-images``."""
+    from specdsl.training.data import open_source, with_train_subset
+
+    ir: ModelIR = resolve(base)
+    source = with_train_subset(open_source(settings.data, ir.in_channels), settings.train_images)
+    if len(source.classes) != ir.head.classes:
+        raise SpecError(
+            f"the base network has {ir.head.classes} outputs but {source.name} has {len(source.classes)} classes",
+            path=f"--data {settings.data}",
+            hint=f"give the base spec head {{ classes = {len(source.classes)} }}",
+        )
+
+
 def search(
     base: SpecDocument,
     out: str | Path,
@@ -159,13 +213,18 @@ def search(
     shard: tuple[int, int] = (0, 1),
     log: Log = _stderr,
 ) -> GridResult:
-    """Run (or continue) the search into ``out``; shard 0 of N writes the report there."""
+    """Run (or continue) the search into ``out``; shard 0 of N writes the report there. Everything that can be
+    checked (settings, environment, data against the network, the grid, a previous search's state) is checked
+    before anything is written."""
     from specdsl.grid import report
     from specdsl.grid.worker import Runner, local_slots
 
     settings.check()
+    check_running(jobs, threads, shard)
+    slots = local_slots(jobs, threads)
     out = Path(out)
     with_recipe(base, settings.recipe)  # bad --set keys are diagnostics before anything is computed
+    check_data(base, settings)
     points = enumerate_grid(
         base, settings.alphas, settings.betas, settings.gammas, budget=settings.budget, tolerance=settings.tolerance
     )
@@ -173,18 +232,21 @@ def search(
     if not candidates:
         raise _no_point_kept(points, settings)
     rungs = halving.plan(len(candidates), settings.epochs, settings.eta, settings.top)
-    store.prepare(out, settings.config(base))
+    grid_store = GridStore(out, settings.config(base))
+    grid_store.prepare()
+    _check_results(grid_store, candidates, rungs)
     (out / store.RUNS_DIR).mkdir(exist_ok=True)
     kept = sum(point.kept for point in points)
     log(f"{len(points)} grid points, {kept} within the budget, {len(candidates)} distinct networks; "
         f"{len(rungs)} rung(s) of {', '.join(f'{r.size} x {r.epochs} epochs' for r in rungs)}")  # fmt: skip
 
-    with Runner(local_slots(jobs, threads)) as runner:
-        _run_rungs(runner, candidates, rungs, out, settings, shard, log)
+    with Runner(slots) as runner:
+        _run_rungs(runner, grid_store, candidates, rungs, settings, shard, log)
 
-    results = store.read_results(out)
+    results = _check_results(grid_store, candidates, rungs)
     ranking = _final_ranking(candidates, rungs, results)
     best = candidates[ranking[0]]
+    _check_winner(results, best, rungs, out)
     result = GridResult(
         settings=settings,
         base=base,
@@ -200,40 +262,67 @@ def search(
     return result
 
 
+def _check_results(grid_store: GridStore, candidates: list[Candidate], rungs: list[halving.Rung]) -> Results:
+    """The recorded results, each a network and rung of this search (the store has checked each record)."""
+    results = grid_store.results()
+    for (candidate, rung), record in results.items():
+        if candidate >= len(candidates) or rung >= len(rungs) or record.epochs != rungs[rung].epochs or (
+            record.network != candidates[candidate].first.network
+        ):  # fmt: skip
+            raise SpecError(
+                f"damaged grid state: a result for network n{candidate:03d} at rung {rung + 1}, "
+                "which this search does not have",
+                path=str(grid_store.out),
+                hint=f"to start the search afresh, remove {grid_store.out} (or choose another -o)",
+            )
+    return results
+
+
+def _check_winner(results: Results, best: Candidate, rungs: list[halving.Rung], out: Path) -> None:
+    """NaN, infinite or out-of-range scores rank last; when even the best is one, there is no answer."""
+    last = max(rung.index for rung in rungs if (best.index, rung.index) in results)
+    if not halving.valid(_score(results, best.index, last)):
+        raise SpecError(
+            "no network reached a finite held-out accuracy and loss (every proxy run diverged)",
+            path=str(out),
+            hint="lower the learning rate (--set lr=...) and rerun with another -o",
+        )
+
+
 def _run_rungs(
     runner: Runner,
+    grid_store: GridStore,
     candidates: list[Candidate],
     rungs: list[halving.Rung],
-    out: Path,
     settings: GridSettings,
     shard: tuple[int, int],
     log: Log,
 ) -> None:
     """Train this shard's share of each rung (skipping recorded results), then promote the rung's best."""
+    out = grid_store.out
     eval_every = math.gcd(*(rung.epochs for rung in rungs))
-    log_file = out / store.results_file(shard)
     members = [candidate.index for candidate in candidates]
     for rung in rungs:
-        done = store.read_results(out)
+        done = grid_store.results()
         mine = [c for position, c in enumerate(members) if position % shard[1] == shard[0]]
         tasks = [_task(candidates[c], rung, out, settings, eval_every) for c in mine if (c, rung.index) not in done]
         log(f"rung {rung.index + 1}/{len(rungs)}: {len(members)} networks to epoch {rung.epochs}, "
             f"{len(tasks)} to train here ({len(mine) - len(tasks)} already done)")  # fmt: skip
         for task, outcome in runner.run(tasks):
             candidate = candidates[task.candidate]
-            record = _record(candidate, rung, outcome, shard)
-            store.append(log_file, record)
-            accuracy = f"{100 * record['accuracy']:.2f}%"
+            record = grid_store.record(_record(candidate, rung, outcome, shard))
+            grid_store.append(shard, record)
+            accuracy = f"{100 * record.accuracy:.2f}%"
             log(f"  {candidate.name} {_constants(candidate.first)}: {accuracy} after {rung.epochs} epoch(s), "
-                f"{record['seconds']:.1f} s")  # fmt: skip
-        done = _wait_for(out, members, rung, log)
+                f"{record.seconds:.1f} s")  # fmt: skip
+        done = _wait_for(grid_store, members, rung, log)
         if rung.index + 1 < len(rungs):
             members = halving.ranking(_score(done, c, rung.index) for c in members)[: rungs[rung.index + 1].size]
 
 
-def _score(results: dict[tuple[int, int], dict[str, Any]], candidate: int, rung: int) -> halving.Score:
+def _score(results: Results, candidate: int, rung: int) -> halving.Score:
     record = results[(candidate, rung)]
-    return halving.Score(candidate, record["accuracy"], record["loss"])
+    return halving.Score(candidate, record.accuracy, record.loss)
 
 
 def _constants(point: GridPoint) -> str:
@@ -271,11 +360,11 @@ def _record(candidate: Candidate, rung: halving.Rung, outcome: dict[str, Any], s
     }
 
 
-def _wait_for(out: Path, members: list[int], rung: halving.Rung, log: Log) -> dict[tuple[int, int], dict]:
+def _wait_for(grid_store: GridStore, members: list[int], rung: halving.Rung, log: Log) -> Results:
     """The results once every network of the rung has one (other shards may still be training theirs)."""
     pause, longest = POLL_SECONDS
     while True:
-        done = store.read_results(out)
+        done = grid_store.results()
         missing = [c for c in members if (c, rung.index) not in done]
         if not missing:
             return done
@@ -285,7 +374,7 @@ def _wait_for(out: Path, members: list[int], rung: halving.Rung, log: Log) -> di
         pause = min(2 * pause, longest)
 
 
-def _final_ranking(candidates: list[Candidate], rungs: list[halving.Rung], results: dict) -> list[int]:
+def _final_ranking(candidates: list[Candidate], rungs: list[halving.Rung], results: Results) -> list[int]:
     """Best first: the networks of the last rung by their score there, then those of the rung before, ..."""
     ranked: list[int] = []
     for rung in reversed(rungs):

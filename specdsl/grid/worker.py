@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from specdsl.api import loads
+from specdsl.errors import SpecError
 from specdsl.grid.proxy import Task
 from specdsl.training.api import TrainOptions, train
+from specdsl.training.environment import torchrun_environment
 from specdsl.training.recipe import has_checkpoint
 
 
@@ -39,7 +41,7 @@ def cpu_count() -> int:
 def local_slots(jobs: int | None, threads: int | None = None, environ: Mapping[str, str] = os.environ) -> list[Slot]:
     """``jobs`` slots (default: one per GPU, else one) over this machine's GPUs, each with ``threads`` torch
     threads (default: the cores, shared by torchrun's local ranks, divided among the jobs)."""
-    sharing = int(environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun ranks on this machine
+    sharing = torchrun_environment(environ).local_world_size  # torchrun ranks on this machine (checked)
     if sharing > 1:
         devices: list[str | None] = [None]
     else:
@@ -49,8 +51,33 @@ def local_slots(jobs: int | None, threads: int | None = None, environ: Mapping[s
     return [Slot(devices[index % len(devices)], threads) for index in range(count)]
 
 
+class ProxyRunError(Exception):
+    """A proxy run's diagnostic, as it crosses back from a worker process (a `SpecError` pickles its message
+    only): the message, the file it names, and how to start that network afresh."""
+
+    def __init__(self, message: str, path: str | None, hint: str | None) -> None:
+        super().__init__(message, path, hint)
+
+    def spec_error(self) -> SpecError:
+        message, path, hint = self.args
+        return SpecError(message, path=path, hint=hint)
+
+
 def train_task(task: Task, slot: Slot) -> dict[str, Any]:
-    """Train one network to its rung's epoch; its held-out accuracy and loss after exactly that epoch."""
+    """Train one network to its rung's epoch; its held-out accuracy and loss after exactly that epoch.
+
+    A damaged proxy run (its checkpoint, metrics or spec) is an error naming the file and how to train that
+    network afresh (remove its run directory): the search does not delete a run it cannot read."""
+    try:
+        return _train(task, slot)
+    except SpecError as error:
+        run_dir = Path(task.run_dir)
+        inside = error.path is not None and Path(error.path.split(":")[0]).is_relative_to(run_dir)
+        hint = f"to train network {run_dir.name} afresh, remove {run_dir} and rerun" if inside else error.hint
+        raise ProxyRunError(error.message, error.path, hint) from None
+
+
+def _train(task: Task, slot: Slot) -> dict[str, Any]:
     ir = loads(task.spec_text, f"{task.run_dir}/spec")
     run_dir = Path(task.run_dir)
     resume = has_checkpoint(run_dir)
@@ -69,7 +96,13 @@ def train_task(task: Task, slot: Slot) -> dict[str, Any]:
         train_images=task.train_images,
     )
     result = train(ir, run_dir, options)
-    (last,) = [record for record in result.metrics if record["epoch"] == task.epochs - 1]
+    found = [record for record in result.metrics if record.get("epoch") == task.epochs - 1]
+    if len(found) != 1 or not all(isinstance(found[0].get(key), float | int) for key in ("eval_accuracy", "eval_loss")):
+        raise SpecError(
+            f"damaged proxy run: no held-out evaluation of epoch {task.epochs} in its metrics",
+            path=str(run_dir / "metrics.jsonl"),
+        )
+    (last,) = found
     return {
         "accuracy": last["eval_accuracy"],
         "loss": last["eval_loss"],
@@ -98,6 +131,12 @@ class Runner:
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
         """Each task with its result, as they finish."""
+        try:
+            yield from self._run(tasks)
+        except ProxyRunError as error:
+            raise error.spec_error() from None
+
+    def _run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
         if self.pool is None:
             for task in tasks:
                 yield task, train_task(task, self.slots[0])

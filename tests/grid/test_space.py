@@ -62,7 +62,7 @@ def test_the_cli_reports_a_bad_range_against_the_flag(tmp_path: Path) -> None:
     ("flags", "error"),
     [
         (("--budget", "50"), "--budget 50: error: no grid point's MACs ratio lies within 10% of 50"),
-        (("--eta", "1"), "--eta 1: error: must be at least 2"),
+        (("--eta", "1"), "--eta: error: expected a whole number 2..100000, got 1"),
         (("--shard", "2/2"), "--shard 2/2: error: expected I/N with 0 <= I < N, e.g. 0/4"),
         (("--set", "epochs=3"), "--set epochs: error: the proxy schedule's length is --epochs, not a training key"),
         (("--set", "warmup=1"), "--set: error: unknown training key 'warmup'"),
@@ -71,7 +71,9 @@ def test_the_cli_reports_a_bad_range_against_the_flag(tmp_path: Path) -> None:
 def test_bad_settings_are_diagnostics_before_anything_is_written(
     tmp_path: Path, flags: tuple[str, ...], error: str
 ) -> None:
-    code, _, err = run_main("grid", "b0", "-o", str(tmp_path / "out"), "--alpha", "1", "--beta", "1", *flags)
+    spec = tmp_path / "grid_test.spec"
+    spec.write_text(GRID_SPEC)
+    code, _, err = run_main("grid", str(spec), "-o", str(tmp_path / "out"), "--alpha", "1", "--beta", "1", *flags)
     assert code == 2
     assert one_error_line(err).startswith(error), err
     assert not (tmp_path / "out").exists()
@@ -79,8 +81,9 @@ def test_bad_settings_are_diagnostics_before_anything_is_written(
 
 def test_shards_default_to_torchruns_rank() -> None:
     assert parse_shard(None, {}) == (0, 1)
-    assert parse_shard(None, {"RANK": "3", "WORLD_SIZE": "8"}) == (3, 8)
-    assert parse_shard("1/4", {"RANK": "3", "WORLD_SIZE": "8"}) == (1, 4)
+    torchrun = {"RANK": "3", "WORLD_SIZE": "8", "MASTER_ADDR": "host0", "MASTER_PORT": "29400"}
+    assert parse_shard(None, torchrun) == (3, 8)
+    assert parse_shard("1/4", torchrun) == (1, 4)
 
 
 @pytest.mark.parametrize(
@@ -154,22 +157,40 @@ def test_the_proxy_recipe_trains_at_the_points_resolution(base: specdsl.SpecDocu
     assert doc.input.resolution == 24 and (recipe.randaug, recipe.mixup) == (base.training.randaug, base.training.mixup)
 
 
-def test_an_output_directory_holds_one_configuration(tmp_path: Path) -> None:
-    config = {"budget": 2.0, "alpha": [1.0, 1.2], "base": "..."}
-    store.prepare(tmp_path / "out", config)
-    store.prepare(tmp_path / "out", config)  # the same search: continue
+def _config(base: specdsl.SpecDocument, **changes: object) -> dict:
+    settings = GridSettings(alphas=(1.0, 1.2), betas=(1.0,), gammas=(1.0,))
+    return {**settings.config(base), **changes}
+
+
+def _fields(candidate: int, rung: int, accuracy: float) -> dict:
+    return {"candidate": candidate, "rung": rung, "epochs": 1, "accuracy": accuracy, "loss": 1.0, "seconds": 1.0,
+            "device": "cpu", "macs": 1, "ratio": 2.0, "params": 1, "resolution": 16, "network": "n",
+            "points": [[1.0, 1.0, 1.0]], "shard": "0/1"}  # fmt: skip
+
+
+def test_an_output_directory_holds_one_configuration(tmp_path: Path, base: specdsl.SpecDocument) -> None:
+    config = _config(base)
+    store.GridStore(tmp_path / "out", config).prepare()
+    store.GridStore(tmp_path / "out", config).prepare()  # the same search: continue
     with pytest.raises(SpecError, match=r"another configuration \(alpha differs, budget 2.0 there, 2.5 here\)"):
-        store.prepare(tmp_path / "out", {**config, "budget": 2.5, "alpha": [1.0]})
+        store.GridStore(tmp_path / "out", {**config, "budget": 2.5, "alpha": [1.0]}).prepare()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SpecError, match="not empty and not a grid search"):
-        store.prepare(tmp_path / "other", config)
+        store.GridStore(tmp_path / "other", config).prepare()
 
 
-def test_results_merge_across_shard_logs_and_skip_a_torn_line(tmp_path: Path) -> None:
-    store.append(tmp_path / store.results_file((0, 1)), {"candidate": 0, "rung": 0, "accuracy": 0.5})
-    store.append(tmp_path / store.results_file((1, 2)), {"candidate": 1, "rung": 0, "accuracy": 0.7})
+def test_results_merge_across_shard_logs_and_skip_a_torn_line(tmp_path: Path, base: specdsl.SpecDocument) -> None:
+    grid = store.GridStore(tmp_path, _config(base))
+    grid.append((0, 1), grid.record(_fields(0, 0, 0.5)))
+    grid.append((1, 2), grid.record(_fields(1, 0, 0.7)))
     with (tmp_path / store.results_file((0, 2))).open("a") as handle:
         handle.write('{"candidate": 2, "rung"')  # a crash mid-write
     assert store.results_file((1, 2)) == "results.shard-1-of-2.jsonl"
-    assert sorted(store.read_results(tmp_path)) == [(0, 0), (1, 0)]
+    assert sorted(grid.results()) == [(0, 0), (1, 0)]
+    grid.append((0, 2), grid.record(_fields(2, 0, 0.6)))  # the torn line is dropped first
+    assert sorted(grid.results()) == [(0, 0), (1, 0), (2, 0)]
+    assert (tmp_path / store.results_file((0, 2))).read_text().count("\n") == 1
+    other = store.GridStore(tmp_path, _config(base, budget=3.0))  # a record of another search is refused
+    with pytest.raises(SpecError, match=r"results.jsonl:1: error: damaged grid state: the record does not match"):
+        other.results()
