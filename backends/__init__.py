@@ -36,9 +36,9 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "torch": _Entry("specdsl.backends.torch", ("torch", "safetensors"), "torch"),
-    "keras": _Entry("specdsl.backends.keras", ("keras", "safetensors"), "keras"),
-    "onnx": _Entry("specdsl.backends.onnx", ("onnx", "onnx_ir", "onnxruntime", "safetensors"), "onnx"),
+    "torch": _Entry("specdsl.backends.torch", ("torch", "safetensors", "numpy"), "torch"),
+    "keras": _Entry("specdsl.backends.keras", ("keras", "safetensors", "numpy"), "keras"),
+    "onnx": _Entry("specdsl.backends.onnx", ("onnx", "onnx_ir", "onnxruntime", "safetensors", "numpy"), "onnx"),
 }
 
 
