@@ -7,10 +7,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import struct
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("kornia")
@@ -252,3 +257,68 @@ def test_a_damaged_run_is_one_line_naming_the_file(runs: dict[str, Path], tmp_pa
     path = _damage(run, kind)
     line = refused(["train", str(runs["spec"]), "-o", str(run), "--resume", "--threads", "1"], run, str(path))
     assert "--force" in line or "differs from the run being resumed" in line
+
+
+# ------------------------------------------------------------------------------------------ property test
+
+_NUMBER = re.compile(rb"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?")
+
+
+@st.composite
+def damages(draw: st.DrawFn) -> tuple[str, str, object]:
+    """(state file, kind of damage, its parameters)."""
+    name = draw(st.sampled_from(STATE_FILES))
+    kind = draw(st.sampled_from(["truncate", "replace", "flip", "number"]))
+    where = st.floats(0, 1, exclude_max=True)  # a position, as a fraction of the file
+    if kind == "truncate":
+        return name, kind, draw(where)
+    if kind == "replace":
+        return name, kind, draw(st.sampled_from([other for other in STATE_FILES if other != name]))
+    if kind == "flip":
+        return name, kind, draw(st.lists(st.tuples(where, st.integers(1, 255)), min_size=1, max_size=4))
+    return name, kind, (draw(where), draw(st.sampled_from([b"0", b"1", b"-1", b"2", b"0.5", b"1e9"])))
+
+
+def _apply(path: Path, kind: str, parameter: object, run: Path) -> None:
+    data = path.read_bytes()
+    if kind == "truncate":
+        data = data[: int(parameter * len(data))]
+    elif kind == "replace":
+        data = (run / parameter).read_bytes()
+    elif kind == "flip":
+        mutable = bytearray(data)
+        for where, mask in parameter:
+            if mutable:
+                mutable[int(where * len(mutable))] ^= mask
+        data = bytes(mutable)
+    else:
+        where, number = parameter
+        if path.suffix == ".safetensors":  # a number of the data: one float32 somewhere past the header
+            start = 8 + int.from_bytes(data[:8], "little")
+            offset = start + 4 * int(where * ((len(data) - start) // 4))
+            data = data[:offset] + struct.pack("<f", float(number)) + data[offset + 4 :]
+        else:
+            found = list(_NUMBER.finditer(data))
+            if found:
+                match = found[int(where * len(found))]
+                data = data[: match.start()] + number + data[match.end() :]
+    path.write_bytes(data)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damage=damages())
+def test_a_damaged_run_resumes_to_the_same_result_or_is_one_located_line(
+    runs: dict[str, Path], damage: tuple[str, str, object]
+) -> None:
+    name, kind, parameter = damage
+    with tempfile.TemporaryDirectory() as scratch:
+        run = copy_of(runs["stopped"], Path(scratch))
+        _apply(run / name, kind, parameter, run)
+        code, _, err = train(runs["spec"], run, "--resume")
+        assert code in (0, 2), err
+        event("refused" if code else "resumed")
+        if code == 2:
+            line = one_error_line(err)
+            assert line.startswith(str(run)), line  # located: a file of this run
+        else:
+            assert outcome(run) == outcome(runs["finished"]), (name, kind)  # never a silently different result
