@@ -7,11 +7,21 @@ Every backend reads and writes the same file. Names are the lowering's op names 
 This module works on numpy arrays and imports no framework: a Keras or ONNX user never needs
 torch. Framework models are accepted where they can be read without importing their framework
 (a torch module's ``state_dict()``); backends convert at their own edge.
+
+Reading is one path for every backend (`read`, `load`): the file is parsed here (never unpickled, never
+trusted: a header larger than the file or than `MAX_HEADER_BYTES`, offsets outside it, a size that does
+not match the shape are refused before any tensor is read), names and shapes are checked against the
+network, and the values: every float dtype (float16, bfloat16, float32, float64) is cast to float32,
+anything else (integers, bool) is refused, as are NaN, infinities and negative BatchNorm variances, each
+naming the tensor.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +37,30 @@ FORMAT = "specdsl-canonical/1"
 _NOT_CANONICAL = "num_batches_tracked"
 
 
+#: Largest safetensors header read (the safetensors library's own limit): a larger declared length is refused.
+MAX_HEADER_BYTES = 100_000_000
+#: safetensors dtype -> numpy dtype of the stored bytes (little-endian); BF16 is widened to float32 on reading.
+_FILE_DTYPES: dict[str, str] = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
+_FLOAT_NAMES = "float16, bfloat16, float32 or float64"
+
+
 class WeightsError(ValueError):
-    """Weights that do not fit the network: names the first offending tensor."""
+    """Weights that do not fit the network, or a file that is not canonical weights: names the first offending
+    tensor (or what is wrong with the file)."""
 
 
 def canonical_shapes(ir: ModelIR) -> dict[str, Shape]:
@@ -53,9 +85,13 @@ def validate(state: Mapping[str, Any], ir: ModelIR, *, source: str = "weights") 
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A framework tensor or array as a contiguous numpy array (a torch tensor is detached and moved to CPU)."""
+    """A framework tensor or array as a contiguous numpy array (a torch tensor is detached and moved to CPU;
+    bfloat16, which numpy lacks, is widened to float32)."""
     if hasattr(value, "detach"):  # torch.Tensor, read without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
     return np.ascontiguousarray(np.asarray(value))
 
 
@@ -101,13 +137,104 @@ def save(
     return path
 
 
-def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
-    """Read a canonical safetensors file and check it against ``ir``."""
-    from safetensors.numpy import load_file
+class _Declared:
+    """A tensor as a file's header declares it: enough for `validate`, before any data is read."""
 
-    state = load_file(str(path))
-    validate(state, ir, source=f"weights in {path}")
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+def _header(data: Any, size: int, source: str) -> tuple[dict[str, dict[str, Any]], int]:
+    """The tensor entries of a safetensors header and where the data starts; every field checked against the file."""
+    if size < 8:
+        raise WeightsError(f"{source}: not a safetensors file: {size} bytes (empty or truncated)")
+    length = int.from_bytes(data.read(8), "little")
+    if length > min(size - 8, MAX_HEADER_BYTES):
+        raise WeightsError(
+            f"{source}: not a safetensors file: it declares a {length:,}-byte header "
+            f"(the file holds {size:,} bytes; the limit is {MAX_HEADER_BYTES:,})"
+        )
+    try:
+        header = json.loads(data.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise WeightsError(f"{source}: not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{source}: not a safetensors file: its header is not a JSON object")
+    header.pop("__metadata__", None)
+    body = size - 8 - length
+    for name, entry in header.items():
+        where = f"{source}: tensor '{name}'"
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            raise WeightsError(f"{where}: the header entry lacks dtype, shape or data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in _FILE_DTYPES:
+            raise WeightsError(f"{where} has dtype {str(dtype)[:20]!r}; canonical weights are {_FLOAT_NAMES}")
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise WeightsError(f"{where}: its shape is not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)):
+            raise WeightsError(f"{where}: its data_offsets are not two byte offsets")
+        start, end = offsets
+        needed = math.prod(shape) * np.dtype(_FILE_DTYPES[dtype]).itemsize
+        if not 0 <= start <= end <= body or end - start != needed:
+            raise WeightsError(
+                f"{where}: bytes {start}..{end} of a {body:,}-byte data section; its shape needs {needed:,} "
+                "(truncated or damaged)"
+            )
+    return header, 8 + length
+
+
+def _read_file(path: Path, ir: ModelIR, source: str) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as numpy arrays (BF16 widened to float32), names and shapes checked
+    against ``ir`` before the data is read. Only a regular file is opened for reading (a FIFO would block)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise WeightsError(f"{source}: cannot read: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as data:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise WeightsError(f"{source}: not a regular file")
+        try:
+            header, start = _header(data, info.st_size, source)
+            validate({name: _Declared(tuple(entry["shape"])) for name, entry in header.items()}, ir, source=source)
+            state = {}
+            for name, entry in header.items():
+                first, last = entry["data_offsets"]
+                data.seek(start + first)
+                raw = data.read(last - first)
+                if len(raw) != last - first:
+                    raise WeightsError(f"{source}: tensor '{name}' is cut short (the file shrank while read)")
+                array = np.frombuffer(bytearray(raw), dtype=_FILE_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+                if entry["dtype"] == "BF16":
+                    array = (array.astype(np.uint32) << 16).view(np.float32)
+                state[name] = array
+        except OSError as error:
+            raise WeightsError(f"{source}: cannot read: {error.strerror or error}") from None
     return state
+
+
+def _checked_values(state: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """``state`` as float32 arrays, refusing non-float tensors, non-finite values and negative BN variances."""
+    out = {}
+    for name, value in state.items():
+        array = np.asarray(value)
+        if array.dtype.kind != "f":
+            raise WeightsError(f"{source}: tensor '{name}' is {array.dtype}; canonical weights are {_FLOAT_NAMES}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = array[~finite][0]
+            raise WeightsError(f"{source}: tensor '{name}' holds {int((~finite).sum())} non-finite value(s) ({bad})")
+        if name.endswith(".running_var") and array.size and array.min() < 0:
+            raise WeightsError(f"{source}: tensor '{name}' holds a negative variance ({array.min():g})")
+        out[name] = array
+    return out
+
+
+def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
+    """Read a canonical safetensors file, checked against ``ir``, as float32 arrays (see the module's notes)."""
+    source = f"weights in {path}"
+    return _checked_values(_read_file(Path(path), ir, source), source)
 
 
 def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
@@ -168,4 +295,4 @@ def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[st
     if isinstance(weights, str | Path):
         return load(weights, ir)
     validate(weights, ir)
-    return state_of(weights)
+    return _checked_values(state_of(weights), "weights")

@@ -38,12 +38,7 @@ def canonical_state(ir: ModelIR, weights: Weights, seed: int) -> dict[str, np.nd
 
     if weights is None:
         return canonical.initial(ir, seed)
-    if isinstance(weights, str | Path):
-        state = canonical.load(weights, ir)
-    else:
-        state = canonical.state_of(weights)
-        canonical.validate(state, ir)
-    return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}  # other floats are cast
+    return canonical.read(weights, ir)  # checked, every float dtype cast to float32
 
 
 def array_source(state: Mapping[str, np.ndarray]) -> TensorSource:
