@@ -171,7 +171,7 @@ def scale(
             dropout=dropout,
             name=name,
         )
-    return resolve(doc)
+    return resolve(rescale.shortest(doc))
 
 
 def build(

@@ -99,6 +99,9 @@ class Block(_Frozen):
     stride_at: Literal["spatial", "project"] = Field(
         "spatial", description="which conv of a fused block strides: the k x k conv or the 1x1 projection"
     )
+    line: int | None = Field(
+        None, description="index of the spec's stage line this block repeats (its expansion and SE ratios, as written)"
+    )
 
     @model_validator(mode="after")
     def _structure(self) -> Block:
@@ -176,4 +179,15 @@ class ModelIR(_Frozen):
 
     def network(self) -> dict:
         """The architecture alone (no name, no source document): equal networks compare equal."""
-        return self.model_dump(exclude={"name", "spec", "training"})
+        blocks = {"__all__": {"blocks": {"__all__": {"line"}}}}  # where a block was written is not what it is
+        return self.model_dump(exclude={"name": True, "spec": True, "training": True, "stages": blocks})
+
+    def ratios(self, block: Block) -> tuple[float | None, float | None]:
+        """The expansion and SE ratios ``block``'s stage line gives, as written (None: no expansion conv, no SE)."""
+        if block.line is None:
+            return None, None
+        line = self.spec.stages[block.line]
+        return (
+            None if block.expand_channels is None else line.expansion,
+            None if block.se_channels is None else line.se_ratio,
+        )

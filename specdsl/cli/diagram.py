@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specdsl import api, limits
-from specdsl.cli.output import human
+from specdsl.cli.output import human, kernels_text, ratios_text
 from specdsl.errors import SpecError
 from specdsl.frontend.loader import library_specs
-from specdsl.ir import ModelIR, Stage
+from specdsl.ir import ModelIR
 from specdsl.passes.analysis import Report, Row
 from specdsl.vocabulary import BlockKind
 
@@ -58,15 +58,15 @@ def render(figure: Figure, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def stage_text(stage: Stage) -> str:
-    """``MBConv k3 e6 SE0.25 ×2`` from the stage's first block (later repeats differ only in stride and input width)."""
-    first = stage.blocks[0]
-    parts = [KIND_NAMES[first.kind], f"k{first.kernel}"]
-    if first.expand_channels is not None:
-        parts.append(f"e{round(first.expand_channels / first.in_channels, 2):g}")
-    if first.se_channels is not None:
-        parts.append(f"SE{round(first.se_channels / first.in_channels, 2):g}")
-    parts.append(f"×{len(stage.blocks)}")
+def stage_text(row: Row, kind: BlockKind) -> str:
+    """``MBConv k3 e6 SE0.25 ×2``, as the analysis reads the IR: every distinct kernel list, expansion and SE ratio
+    of the stage's blocks (``MBConv k3.5.7/3.5.7.9 e6/3 SE0.5 ×3`` for a MixNet stage)."""
+    parts = [KIND_NAMES[kind], f"k{kernels_text(row)}"]
+    if row.expansions:
+        parts.append(f"e{ratios_text(row.expansions)}")
+    if row.se_ratios:
+        parts.append(f"SE{ratios_text(row.se_ratios)}")
+    parts.append(f"×{row.blocks}")
     return " ".join(parts)
 
 
@@ -79,7 +79,8 @@ def architecture_figure(ir: ModelIR, report: Report, *, by: str = "macs") -> tup
     figure_class = _figure_class()
     rows: list[tuple[str, str, Row, str]] = [("stem", f"Conv k{ir.stem.kernel}", report.stem, "stem")]
     for stage, row in zip(ir.stages, report.stages, strict=True):
-        rows.append((f"stage {stage.index}", stage_text(stage), row, stage.blocks[0].kind.value))
+        kind = stage.blocks[0].kind
+        rows.append((f"stage {stage.index}", stage_text(row, kind), row, kind.value))
     head_conv = f"Conv 1x1 → {ir.head.conv_channels} · " if ir.head.conv_channels else ""
     rows.append(("head", f"{head_conv}pool · dropout {ir.head.dropout:g} · FC", report.head, "head"))
     values = [getattr(row, by) for _, _, row, _ in rows]
@@ -118,7 +119,13 @@ def architecture_figure(ir: ModelIR, report: Report, *, by: str = "macs") -> tup
     ax.annotate("", xy=(centre, out_y + 0.2), xytext=(centre, previous_bottom),
                 arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 0.8})  # fmt: skip
     ax.text(centre, out_y, f"{ir.head.classes} classes", ha="center", va="center", fontsize=9)
-    drawn = {"figure": "architecture", "by": by, "stages": len(ir.stages), "rows": [label for label, *_ in rows]}
+    drawn = {
+        "figure": "architecture",
+        "by": by,
+        "stages": len(ir.stages),
+        "rows": [label for label, *_ in rows],
+        "labels": [text for _, text, *_ in rows],
+    }
     return figure, drawn
 
 

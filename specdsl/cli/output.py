@@ -37,12 +37,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, align: st
     return "\n".join([line(list(headers)), rule, *(line(row) for row in cells)])
 
 
+def kernels_text(row: Row) -> str:
+    """``3.5.7`` for a MixConv; the distinct kernels of a stage's blocks in order, joined by '/': ``3.5.7/3.5``."""
+    return "/".join(".".join(map(str, kernels)) for kernels in row.kernels)
+
+
+def ratios_text(values: Sequence[float]) -> str:
+    """A stage's distinct expansion (or SE) ratios in block order: ``6``, ``6/3``."""
+    return "/".join(f"{value:g}" for value in values)
+
+
 def _row_cells(row: Row) -> list[object]:
     return [
         row.name,
         row.kind,
         row.blocks,
-        row.kernel,
+        kernels_text(row),
         row.stride,
         f"{row.in_channels}->{row.out_channels}",
         f"{row.input_size}->{row.output_size}",

@@ -11,7 +11,8 @@ elements per sample); its routing is a linear layer like any other.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -95,7 +96,10 @@ class Row(BaseModel):
     name: str
     blocks: int
     kind: str
-    kernel: int
+    kernel: int  # the first block's (first) kernel
+    kernels: list[list[int]] = []  # each distinct k x k kernel list of the blocks, in block order ([3, 5, 7]: MixConv)
+    expansions: list[float] = []  # each distinct expansion ratio the blocks' spec lines give, in block order
+    se_ratios: list[float] = []  # likewise the SE ratios (as written: of the input or expanded width, per se_width)
     in_channels: int
     out_channels: int
     stride: int
@@ -149,13 +153,30 @@ def layer_rows(net: LoweredNetwork) -> list[LayerRow]:
     ]
 
 
-def _row(name: str, ops: Sequence[Op], *, scale: int, kind: str, blocks: int, kernel: int, io: tuple[int, ...]) -> Row:
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    return [value for value in dict.fromkeys(values) if value is not None]
+
+
+def _row(
+    name: str,
+    ops: Sequence[Op],
+    *,
+    scale: int,
+    kind: str,
+    blocks: int,
+    kernel: int,
+    io: tuple[int, ...],
+    **stage: list[Any],
+) -> Row:
     cin, cout, stride, size_in, size_out = io
     return Row(
         name=name,
         blocks=blocks,
         kind=kind,
         kernel=kernel,
+        kernels=stage.get("kernels", [[kernel]]),
+        expansions=stage.get("expansions", []),
+        se_ratios=stage.get("se_ratios", []),
         in_channels=cin,
         out_channels=cout,
         stride=stride,
@@ -209,6 +230,9 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
                 blocks=len(stage.blocks),
                 kernel=first.kernel,
                 io=(first.in_channels, last.out_channels, first.stride, first.input_size, last.output_size),
+                kernels=[list(kernels) for kernels in _distinct(block.spatial_kernels for block in stage.blocks)],
+                expansions=_distinct(ir.ratios(block)[0] for block in stage.blocks),
+                se_ratios=_distinct(ir.ratios(block)[1] for block in stage.blocks),
             )
         )
     head = ir.head

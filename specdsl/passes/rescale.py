@@ -165,3 +165,42 @@ def fit_macs(doc: SpecDocument, target_macs: float, *, name: str | None = None) 
             except SpecError:
                 continue  # outside the limits
     return min(candidates, key=lambda pair: pair[0])[1]
+
+
+def _shorter(value: float) -> list[float]:
+    """Decimals of 1, 2, ... significant digits near ``value``, shortest first, up to ``value`` itself."""
+    out = []
+    for digits in range(1, 18):
+        candidate = float(f"{value:.{digits}g}")
+        if candidate == value:
+            break
+        out.append(candidate)
+    return out
+
+
+def shortest(doc: SpecDocument) -> SpecDocument:
+    """``doc`` with each scaling multiplier (``width``, ``depth``, every ``stage_depth``) written as the shortest
+    decimal that resolves to the same network: phi = 3 gives width 1.331, not 1.1**3 = 1.3310000000000004."""
+    network = resolve(doc).network()
+
+    def same(candidate: SpecDocument) -> bool:
+        try:
+            return resolve(candidate).network() == network
+        except SpecError:
+            return False
+
+    for key in ("width", "depth"):
+        for value in _shorter(getattr(doc.scaling, key)):
+            candidate = doc.model_copy(update={"scaling": doc.scaling.model_copy(update={key: value})})
+            if same(candidate):
+                doc = candidate
+                break
+    for index, entry in enumerate(doc.scaling.stage_depth or []):
+        for value in _shorter(entry):
+            stage_depth = list(doc.scaling.stage_depth or [])
+            stage_depth[index] = value
+            candidate = doc.model_copy(update={"scaling": doc.scaling.model_copy(update={"stage_depth": stage_depth})})
+            if same(candidate):
+                doc = candidate
+                break
+    return validated(doc)

@@ -228,6 +228,7 @@ def resolve(doc: SpecDocument) -> ModelIR:
                     stride_at="project"
                     if args.kind is BlockKind.FUSED and defaults.fused_stride == "project"
                     else "spatial",
+                    line=line,
                 )
                 _check_groups(doc, key, block)
                 blocks.append(block)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import specdsl
 from tests.conftest import SPECS, TINY_SPEC, listing, run_cli, run_main
@@ -189,3 +191,129 @@ def test_every_shipped_spec_fits_the_memory_limit() -> None:
 
     sizes = {name: build_bytes(lower(specdsl.load(name))) for name in ("l2", "v2_xl", "b8", "cc_b1_8e")}
     assert max(sizes.values()) == sizes["l2"] < limits.MAX_BUILD_BYTES / 1.5
+
+
+# --- 3. the public API checks its arguments like flags ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda ir: specdsl.analyze(ir, batch_size=-1), "specdsl.analyze: error: batch_size must be an integer"),
+        (lambda ir: specdsl.analyze(ir, batch_size=2.5), "batch_size must be an integer from 1"),
+        (lambda ir: specdsl.analyze(ir, batch_size=True), "batch_size must be an integer"),
+        (lambda ir: specdsl.analyze(ir, dtype="int8"), "dtype must be one of float32"),
+        (lambda ir: specdsl.analyze(ir, resolution=0), "specdsl.analyze: error: resolution must be an integer"),
+        (lambda ir: specdsl.analyze("b0"), "ir must be a ModelIR"),
+        (lambda ir: specdsl.scale(ir, resolution=40.7), "specdsl.scale: error: resolution must be an integer"),
+        (lambda ir: specdsl.scale(ir, phi=float("nan")), "phi must be a finite number in [-32, 32]"),
+        (lambda ir: specdsl.scale(ir, phi="3"), "phi must be a finite number"),
+        (lambda ir: specdsl.scale(ir, width=-1), "width must be a finite number in (0, 64]"),
+        (lambda ir: specdsl.scale(ir, depth=float("inf")), "depth must be a finite number"),
+        (lambda ir: specdsl.scale(ir, target_macs=0), "target_macs must be a finite number in (0, inf)"),
+        (lambda ir: specdsl.scale(ir, phi=1, train_resolution=7), "train_resolution must be an integer from 8"),
+        (lambda ir: specdsl.scale(ir, phi=1, dropout=1), "dropout must be a finite number in [0, 1)"),
+        (lambda ir: specdsl.scale(ir, phi=1, name=""), "name must be a non-empty str"),
+        (lambda ir: specdsl.load(3), "specdsl.load: error: path must be a path"),
+        (lambda ir: specdsl.load(""), "path must be a spec file"),
+        (lambda ir: specdsl.load("b0", roots="specs"), "roots must be a sequence of directories"),
+        (lambda ir: specdsl.loads(b"name = 'x'"), "specdsl.loads: error: text must be spec text"),
+        (lambda ir: specdsl.loads(TINY_SPEC, base_dir=3), "base_dir must be a path"),
+        (lambda ir: specdsl.build(ir, seed=-1), "specdsl.build: error: seed must be an integer from 0"),
+        (lambda ir: specdsl.build(ir, seed=10**70), "seed must be an integer"),
+        (lambda ir: specdsl.build(ir, backend=None), "backend must be a backend's name"),
+        (lambda ir: specdsl.build(ir, deploy="yes"), "deploy must be True or False"),
+        (lambda ir: specdsl.build(ir, weights=3.5), "weights must be a path"),
+        (lambda ir: specdsl.lower("b0"), "specdsl.lower: error: ir must be a ModelIR"),
+    ],
+)
+def test_api_arguments_are_validated_like_flags(call, message: str) -> None:
+    ir = specdsl.loads(TINY_SPEC)
+    with pytest.raises(specdsl.SpecError) as caught:
+        call(ir)
+    assert message in str(caught.value)
+
+
+def test_valid_api_arguments_still_work() -> None:
+    ir = specdsl.load("b0")
+    assert specdsl.analyze(ir, batch_size=8, dtype="float16", resolution=240).resolution == 240
+    assert specdsl.scale(ir, resolution=240).resolution == 240
+    assert specdsl.scale(ir, phi=1).spec.scaling.width == 1.1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "b0", "--batch-size", "-1"],
+        ["info", "b0", "--resolution", "0"],
+        ["build", "b0", "--backend", "torch", "--seed", "9" * 70],
+        ["build", "b0", "--backend", "torch", "--seed", "-1"],
+        ["scale", "b0", "--phi", "nan"],
+        ["scale", "b0", "--phi", "inf"],
+        ["scale", "b0", "--width", "-1"],
+        ["scale", "b0", "--target-macs", "0"],
+        ["scale", "b0", "--resolution", "0"],
+        ["scale", "b0", "--phi", "1", "--dropout", "nan"],
+    ],
+)
+def test_bad_flag_values_are_one_line(tmp_path: Path, args: list[str]) -> None:
+    result = run_cli(*args, "-o", str(tmp_path / "out")) if args[0] != "info" else run_cli(*args)
+    assert result.returncode == 2
+    line = single_error(result.stderr)
+    assert f"{args[-2]} {args[-1]}: error: " in line, line
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+# --- 4. scaled multipliers are the shortest decimals of the same network ---------------------------------------------
+
+
+@given(st.sampled_from(["b0", "v2_s", "mnasnet_100"]), st.floats(-3, 8, allow_nan=False).map(lambda x: round(x, 2)))
+@settings(max_examples=25, deadline=None)
+def test_scaled_multipliers_are_short_and_exact(name: str, phi: float) -> None:
+    from specdsl.frontend.format import render_document
+
+    base = specdsl.load(name)
+    try:
+        scaled = specdsl.scale(base, phi=phi)
+    except specdsl.SpecError:
+        return  # beyond a limit
+    text = render_document(scaled.spec)
+    assert specdsl.loads(text).network() == scaled.network()  # the written spec is the same network
+    values = [scaled.spec.scaling.width, scaled.spec.scaling.depth, *(scaled.spec.scaling.stage_depth or [])]
+    assert all(len(repr(value)) <= 8 for value in values), values  # never 1.3310000000000004
+
+
+def test_phi_3_writes_a_short_width() -> None:
+    result = run_cli("scale", "b0", "--phi", "3")
+    assert result.returncode == 0, result.stderr
+    assert "1.3310000000000004" not in result.stdout and "width = 1.33\n" in result.stdout
+    assert specdsl.loads(result.stdout).network() == specdsl.scale(specdsl.load("b0"), phi=3).network()
+
+
+# --- 5. MixNet (and se_width = expanded) shown as the IR says -------------------------------------------------------
+
+
+def test_mixnet_kernels_and_expansions_are_shown_as_written(tmp_path: Path) -> None:
+    import json
+
+    report = json.loads(run_cli("info", "mixnet_s", "--json").stdout)
+    stages = [(row["kernels"], row["expansions"], row["se_ratios"]) for row in report["stages"]]
+    assert stages[1] == ([[3]], [6.0, 3.0], [])
+    assert stages[2] == ([[3, 5, 7], [3, 5]], [6.0], [0.5])
+    assert stages[4] == ([[3, 5, 7], [3, 5, 7, 9]], [6.0, 3.0], [0.5])
+    assert stages[5][0] == [[3, 5, 7, 9, 11], [3, 5, 7, 9]]
+    table = run_cli("info", "mixnet_s").stdout
+    assert " 3.5.7.9.11/3.5.7.9 " in table and " 3.5.7/3.5 " in table
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "m.svg"
+    drawn = json.loads(run_cli("plot", "mixnet_s", "-o", str(out), "--json").stdout)
+    assert drawn["labels"][2:7] == [
+        "MBConv k3 e6/3 ×2",
+        "MBConv k3.5.7/3.5 e6 SE0.5 ×4",
+        "MBConv k3.5.7/3.5 e6 SE0.25 ×3",
+        "MBConv k3.5.7/3.5.7.9 e6/3 SE0.5 ×3",
+        "MBConv k3.5.7.9.11/3.5.7.9 e6 SE0.5 ×3",
+    ]
+    # se_width = expanded: the ratio the spec wrote (0.25 of the expanded width), not se / input channels.
+    v3 = json.loads(run_cli("plot", "mobilenetv3_large_100", "-o", str(out), "--force", "--json").stdout)
+    assert "MBConv k5 e3 SE0.25 ×3" in v3["labels"] and "MBConv k3 e6/2.5/2.3 ×4" in v3["labels"]

@@ -42,6 +42,9 @@ def test_architecture_of_v2_s(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {
         "written": str(out), "figure": "architecture", "by": "macs", "stages": 6,
         "rows": ["stem", *(f"stage {i}" for i in range(6)), "head"],
+        "labels": ["Conv k3", "Conv k3 ×2", "Fused-MBConv k3 e4 ×4", "Fused-MBConv k3 e4 ×4",
+                   "MBConv k3 e4 SE0.25 ×6", "MBConv k3 e6 SE0.25 ×9", "MBConv k3 e6 SE0.25 ×15",
+                   "Conv 1x1 → 1280 · pool · dropout 0.2 · FC"],
     }  # fmt: skip
 
     ir = specdsl.load("v2_s")
