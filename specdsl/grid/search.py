@@ -241,10 +241,11 @@ def search(
         f"{len(rungs)} rung(s) of {', '.join(f'{r.size} x {r.epochs} epochs' for r in rungs)}")  # fmt: skip
 
     with Runner(slots) as runner:
-        _run_rungs(runner, grid_store, candidates, rungs, settings, shard, log)
+        promoted = _run_rungs(runner, grid_store, candidates, rungs, settings, shard, log)
 
-    results = _check_results(grid_store, candidates, rungs)
-    ranking = _final_ranking(candidates, rungs, results)
+    recorded = _check_results(grid_store, candidates, rungs)
+    results = {(c, rung): recorded[(c, rung)] for rung, members in enumerate(promoted) for c in members}
+    ranking = _final_ranking(promoted, results)
     best = candidates[ranking[0]]
     _check_winner(results, best, rungs, out)
     result = GridResult(
@@ -297,12 +298,15 @@ def _run_rungs(
     settings: GridSettings,
     shard: tuple[int, int],
     log: Log,
-) -> None:
-    """Train this shard's share of each rung (skipping recorded results), then promote the rung's best."""
+) -> list[list[int]]:
+    """Train this shard's share of each rung (skipping recorded results), then promote the rung's best; the
+    networks of each rung."""
     out = grid_store.out
     eval_every = math.gcd(*(rung.epochs for rung in rungs))
     members = [candidate.index for candidate in candidates]
+    promoted = []
     for rung in rungs:
+        promoted.append(members)
         done = grid_store.results()
         mine = [c for position, c in enumerate(members) if position % shard[1] == shard[0]]
         tasks = [_task(candidates[c], rung, out, settings, eval_every) for c in mine if (c, rung.index) not in done]
@@ -318,6 +322,7 @@ def _run_rungs(
         done = _wait_for(grid_store, members, rung, log)
         if rung.index + 1 < len(rungs):
             members = halving.ranking(_score(done, c, rung.index) for c in members)[: rungs[rung.index + 1].size]
+    return promoted
 
 
 def _score(results: Results, candidate: int, rung: int) -> halving.Score:
@@ -374,10 +379,13 @@ def _wait_for(grid_store: GridStore, members: list[int], rung: halving.Rung, log
         pause = min(2 * pause, longest)
 
 
-def _final_ranking(candidates: list[Candidate], rungs: list[halving.Rung], results: Results) -> list[int]:
-    """Best first: the networks of the last rung by their score there, then those of the rung before, ..."""
+def _final_ranking(promoted: list[list[int]], results: Results) -> list[int]:
+    """Best first: the networks of the last rung by their score there, then those pruned a rung earlier by
+    theirs, ...; a network whose last score is not valid (NaN, inf) after every one whose is."""
     ranked: list[int] = []
-    for rung in reversed(rungs):
-        reached = [c.index for c in candidates if (c.index, rung.index) in results and c.index not in ranked]
-        ranked += halving.ranking(_score(results, c, rung.index) for c in reached)
-    return ranked
+    last: dict[int, halving.Score] = {}
+    for rung in reversed(range(len(promoted))):
+        reached = [c for c in promoted[rung] if c not in last]
+        last |= {c: _score(results, c, rung) for c in reached}
+        ranked += halving.ranking(last[c] for c in reached)
+    return sorted(ranked, key=lambda c: not halving.valid(last[c]))  # stable: the order above within each

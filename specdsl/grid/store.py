@@ -35,7 +35,7 @@ _TAIL_BYTES = 1 << 16  # longer than any record: where an append looks for a cut
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, ser_json_inf_nan="constants")
 
 
 class GridConfig(_Strict):

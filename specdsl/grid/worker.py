@@ -26,6 +26,7 @@ from specdsl.grid.proxy import Task
 from specdsl.training.api import TrainOptions, train
 from specdsl.training.environment import torchrun_environment
 from specdsl.training.recipe import has_checkpoint
+from specdsl.training.rundir import AFRESH
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ def train_task(task: Task, slot: Slot) -> dict[str, Any]:
     except SpecError as error:
         run_dir = Path(task.run_dir)
         inside = error.path is not None and Path(error.path.split(":")[0]).is_relative_to(run_dir)
-        hint = f"to train network {run_dir.name} afresh, remove {run_dir} and rerun" if inside else error.hint
-        raise ProxyRunError(error.message, error.path, hint) from None
+        if not inside:
+            raise ProxyRunError(error.message, error.path, error.hint) from None
+        message = error.message.removesuffix(f"; {AFRESH}")  # `specdsl train`'s way, not a grid's
+        hint = f"to train network {run_dir.name} afresh, remove {run_dir} and rerun"
+        raise ProxyRunError(message, error.path, hint) from None
 
 
 def _train(task: Task, slot: Slot) -> dict[str, Any]:
