@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,8 @@ def _venv(path: Path) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    here = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
-    Path(site, "outer.pth").write_text("".join(f"{entry}\n" for entry in sorted(here)))
+    here = [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
+    Path(site, "outer.pth").write_text("".join(f"{entry}\n" for entry in here))
     return python
 
 
