@@ -6,7 +6,12 @@ A source has a train split and a fixed held-out split of uint8 images (C, H, W) 
   scaled to 0-255 and repeated over the network's input channels; the held-out split is a stratified
   20% drawn with a fixed seed, so every run and every machine evaluates on the same 360 images;
 * a directory laid out like torchvision's ImageFolder: ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``,
-  decoded with PIL.
+  decoded with PIL. Only regular files are read (a symlink to one is followed; a FIFO, device, socket or
+  broken link is an error); every image's header is read when the folder is opened, and one larger than
+  `MAX_IMAGE_PIXELS`, one PIL cannot identify, an empty class folder or a class in ``val/`` that ``train/``
+  lacks is an error naming the file or folder, before anything is trained or written. Decoding is bounded
+  by the pixel limit; an image that fails to decode later (data cut short after a good header) is the same
+  one-line error, from DataLoader workers too.
 
 Training crops are google/automl's (Inception) random-resized crop, then a random horizontal flip and
 a bilinear resize to the stage's size. Every random choice for an image is drawn from a generator seeded
@@ -19,11 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
+import re
+import stat
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +43,12 @@ from specdsl.errors import SpecError
 BUILTIN_PREFIX = "builtin:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 EVAL_CROP_PADDING = 32  # google/automl preprocessing: centre crop image_size / (image_size + 32)
+#: Largest image read from a data folder, in pixels (width x height): 36 megapixels, 6000x6000 or a 7360x4912
+#: photograph; checked from the header before decoding, so one image never takes more than ~0.6 GB to decode
+#: and crop (RGB bytes, then the float crop). PIL's own bomb check (89 MP, an error at 179 MP) never comes first.
+MAX_IMAGE_PIXELS = 6000 * 6000
+
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}
 
 
 class Split(Protocol):
@@ -83,11 +98,60 @@ class FileSplit:
         return len(self.labels)
 
     def image(self, index: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as opened:
-            array = np.asarray(opened.convert("L" if self.channels == 1 else "RGB"))
+        path = self.paths[index]
+        with open_image(path) as opened:
+            try:
+                array = np.asarray(opened.convert("L" if self.channels == 1 else "RGB"))
+            except (OSError, ValueError, SyntaxError, MemoryError) as error:  # what PIL raises for damaged data
+                raise SpecError(f"cannot decode the image: {_reason(error)}", path=str(path)) from None
         return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
+
+
+def _reason(error: BaseException) -> str:
+    text = (getattr(error, "strerror", None) or str(error) or type(error).__name__).splitlines()[0]
+    return text[:200]
+
+
+def open_image(path: Path) -> Any:
+    """A PIL image of the regular file at ``path`` (a symlink to one is followed), its header read and its size
+    checked against `MAX_IMAGE_PIXELS`; the pixels are not decoded yet. Anything else is a `SpecError` naming it:
+    a FIFO (opened without blocking), a device, an unreadable or unidentifiable file, an image too large."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise SpecError(f"cannot read the image: {_reason(error)}", path=str(path)) from None
+    file = os.fdopen(fd, "rb")
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            raise SpecError(f"not a regular file ({_FILE_KINDS.get(kind, 'not a file')}): not read", path=str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(file)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # PIL's check, larger
+                found = re.search(r"\((\d+) pixels\)", str(error))
+                size = f"{int(found.group(1)):,} pixels, " if found else ""
+                raise SpecError(f"the image is {size}over the limit of {MAX_IMAGE_PIXELS:,}", path=str(path)) from None
+            except UnidentifiedImageError:
+                raise SpecError(
+                    "not an image PIL can read (damaged, empty or another format)", path=str(path)
+                ) from None
+            except (OSError, ValueError, SyntaxError) as error:
+                raise SpecError(f"cannot read the image: {_reason(error)}", path=str(path)) from None
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            image.close()
+            raise SpecError(
+                f"the image is {width}x{height} = {width * height:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}",
+                path=str(path),
+            )
+    except BaseException:
+        file.close()
+        raise
+    return image
 
 
 @dataclass(frozen=True)
@@ -139,8 +203,24 @@ def digits(channels: int, seed: int = 0) -> Source:
     )
 
 
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        return sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as error:
+        raise SpecError(f"cannot list the directory: {_reason(error)}", path=str(directory)) from None
+
+
+def _class_images(directory: Path) -> list[Path]:
+    """The image files of one class folder (by extension, sorted), each one's header checked (`open_image`)."""
+    paths = [Path(entry.path) for entry in _entries(directory) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
+    for path in paths:
+        open_image(path).close()
+    return paths
+
+
 def image_folder(root: Path, channels: int) -> Source:
-    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted."""
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted. Every
+    class folder of train/ must hold images; val/ may lack a class, but has none train/ lacks."""
     if channels not in (1, 3):
         raise SpecError(f"image files decode to 1 or 3 channels; the network takes {channels}", path=str(root))
     splits = {}
@@ -149,13 +229,26 @@ def image_folder(root: Path, channels: int) -> Source:
         directory = root / split
         if not directory.is_dir():
             raise SpecError(f"no '{split}' directory (expected {split}/<class>/<images>)", path=str(root))
+        found = tuple(entry.name for entry in _entries(directory) if entry.is_dir())
         if split == "train":
-            classes = tuple(sorted(child.name for child in directory.iterdir() if child.is_dir()))
+            classes = found
             if not classes:
-                raise SpecError("train/ has no class directories", path=str(root))
+                raise SpecError("no class directories (expected train/<class>/<images>)", path=str(directory))
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise SpecError(
+                f"class directory '{unknown[0]}' is not in train/ (val/ holds only classes train/ has)",
+                path=str(directory / unknown[0]),
+            )
         paths, labels = [], []
         for label, name in enumerate(classes):
-            files = sorted(p for p in (directory / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if name not in found:
+                continue
+            files = _class_images(directory / name)
+            if not files:
+                raise SpecError(
+                    f"class directory holds no images ({', '.join(IMAGE_SUFFIXES)})", path=str(directory / name)
+                )
             paths += files
             labels += [label] * len(files)
         if not paths:
@@ -248,21 +341,57 @@ class EvalImages(torch.utils.data.Dataset):
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) in [0, 1], labels (N,)
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> Batch:
+@dataclass(frozen=True)
+class _Failed:
+    """A `SpecError` raised in a DataLoader worker, carried back as data (the loader would re-raise it with the
+    worker's traceback folded into the message)."""
+
+    message: str
+    path: str | None
+
+    def error(self) -> SpecError:
+        return SpecError(self.message, path=self.path)
+
+
+class _Guarded(torch.utils.data.Dataset):
+    """``dataset`` with its diagnostics returned as `_Failed` instead of raised (for worker processes)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except SpecError as error:
+            return _Failed(error.message, error.path)
+
+
+def _collate(items: list[Any]) -> Batch | _Failed:
+    failed = [item for item in items if isinstance(item, _Failed)]
+    if failed:
+        return failed[0]
     images, labels = zip(*items, strict=True)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
 def batches(dataset: torch.utils.data.Dataset, index_batches: Sequence[Sequence[int]], workers: int) -> Iterator[Batch]:
-    """Batches of ``dataset`` in the given order (images in [0, 1], labels), decoded by ``workers`` processes."""
+    """Batches of ``dataset`` in the given order (images in [0, 1], labels), decoded by ``workers`` processes.
+    An image that cannot be decoded is the `SpecError` naming it, from a worker as from this process."""
     if workers == 0:
         for indices in index_batches:
-            yield _collate([dataset[i] for i in indices])
+            yield _collate([dataset[i] for i in indices])  # type: ignore[misc]
         return
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=index_batches, num_workers=workers, collate_fn=_collate, persistent_workers=False
+        _Guarded(dataset),
+        batch_sampler=index_batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
     )
-    yield from loader
+    for batch in loader:
+        if isinstance(batch, _Failed):
+            raise batch.error()
+        yield batch
 
 
 def eval_batches(
