@@ -7,7 +7,10 @@ MACs, every proxy training, the report), in a fresh output directory. Afterwards
 ``specdsl check`` and ``specdsl build --backend torch|keras|onnx``. Writes benchmarks/results_grid_digits.md and
 docs/img/grid_digits.png.
 
-    python benchmarks/grid_digits.py [--jobs N] [--out-dir DIR]
+    python benchmarks/grid_digits.py [--jobs N] [--threads T] [--out-dir DIR]
+
+The command names ``--threads`` (default 1): the trainer is deterministic on CPU at a fixed thread count, so the
+numbers (not the time) are the same on any machine with this torch; without it each job gets the cores / jobs.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ def specdsl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "specdsl", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def run_grid(out: Path, jobs: int) -> tuple[float, tuple[float, float], str]:
+def run_grid(out: Path, jobs: int, threads: int) -> tuple[float, tuple[float, float], str]:
     """The timed command; its stderr (progress) is shown as it comes."""
     command = ["grid", str(SPEC.relative_to(ROOT)), "-o", str(out), *GRID, *PROXY, "--jobs", str(jobs)]
+    command += ["--threads", str(threads)]
     before = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "specdsl", *command], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -64,7 +68,9 @@ def check_answer(out: Path) -> dict[str, str]:
     return outcome
 
 
-def report(out: Path, seconds: float, loads: tuple[float, float], command: str, jobs: int, answer: dict) -> str:
+def report(
+    out: Path, seconds: float, loads: tuple[float, float], command: str, jobs: int, threads: int, answer: dict
+) -> str:
     summary = json.loads((out / "summary.json").read_text())
     base = specdsl_api.load(SPEC)
     written = sorted(path.name for path in out.iterdir() if path.name != "build")
@@ -75,7 +81,7 @@ def report(out: Path, seconds: float, loads: tuple[float, float], command: str, 
         "",
         f"Command: `{command}`",
         "",
-        f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores), {jobs} jobs (torch threads split between them); "
+        f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores), {jobs} jobs of {threads} torch thread(s) each; "
         f"1-minute load average {loads[0]:.2f} before, {loads[1]:.2f} after (other engineers' jobs share the cores)",
         f"- Python {platform.python_version()}; base `benchmarks/grid_digits.spec` ({base.resolution} px, "
         f"{specdsl_api.analyze(base).params:,} parameters, {specdsl_api.analyze(base).macs / 1e6:.2f}M MACs)",
@@ -106,15 +112,16 @@ def report(out: Path, seconds: float, loads: tuple[float, float], command: str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2, help="parallel trainings (default: 2, this machine's cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default: 1, reproducible)")
     parser.add_argument("--out-dir", type=Path, help="keep the search here (default: a temporary directory)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results_grid_digits.md")
     args = parser.parse_args()
     scratch = None if args.out_dir else Path(tempfile.mkdtemp(prefix="grid-digits-"))
     out = args.out_dir or scratch / "out"
     try:
-        seconds, loads, command = run_grid(out, args.jobs)
+        seconds, loads, command = run_grid(out, args.jobs, args.threads)
         answer = check_answer(out)
-        text = report(out, seconds, loads, command, args.jobs, answer)
+        text = report(out, seconds, loads, command, args.jobs, args.threads, answer)
         args.results.write_text(text)
         shutil.copyfile(out / "accuracy_vs_macs.png", ROOT / "docs" / "img" / "grid_digits.png")
         print(text)

@@ -263,6 +263,21 @@ def test_a_damaged_state_file_is_one_located_line(
     assert f"hint: to start the search afresh, remove {copy} (or choose another -o)" in err
 
 
+def test_shard_logs_are_validated_like_the_main_log(spec: Path, finished: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(finished, copy)
+    log = (copy / "results.jsonl").read_bytes()
+    (copy / "results.shard-1-of-2.jsonl").write_bytes(log)  # the same records again: merged, the same answer
+    code, _, err = run_main("grid", str(spec), "-o", str(copy), *FLAGS)
+    assert code == 0, err
+    assert answer(copy) == answer(finished)
+    (copy / "results.shard-1-of-2.jsonl").write_bytes(log.replace(b'"params":', b'"params":1', 1))
+    before = listing(copy)
+    code, _, err = run_main("grid", str(spec), "-o", str(copy), *FLAGS)
+    line = refused(code, err, copy, before)
+    assert line.startswith(f"{copy}/results.shard-1-of-2.jsonl:1: error: damaged grid state: the record does not")
+
+
 def test_a_damaged_proxy_checkpoint_is_one_line_naming_the_run(spec: Path, finished: Path, tmp_path: Path) -> None:
     """The winner's last result is lost, so its run must resume, and its checkpoint is damaged: the trainer's
     diagnostic, with how to retrain that one network (the search never deletes a run by itself)."""
