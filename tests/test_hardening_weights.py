@@ -173,3 +173,28 @@ def _specdsl_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's C++ log lines (``I0000 ...``, ``W0000 ...``) and absl's notice."""
     noise = ("I0000 ", "W0000 ", "E0000 ", "WARNING: All log messages", "To enable the following instructions")
     return [line for line in stderr.splitlines() if not line.startswith(noise)]
+
+
+@pytest.mark.parametrize("case", ["int64", "nan", "negative variance", "empty", "header bomb", "truncated", "pickle"])
+def test_the_emitted_standalone_model_refuses_bad_weights(
+    case: str, tiny: Path, state: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """The emitted ``<name>.py`` reads weights with torch alone: the same refusals, as a ValueError naming them."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    out = tmp_path / "out"
+    code, _, stderr = run_main("build", str(tiny), "--backend", "torch", "-o", str(out))
+    assert code == 0, stderr
+    module_spec = importlib.util.spec_from_file_location("tiny_standalone", out / "tiny.py")
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    module.load_model()  # its own weights load
+    path = tmp_path / "w.safetensors"
+    BAD[case][0](state, path)
+    with pytest.raises(ValueError) as raised:
+        module.load_model(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(path) in message or "tensor '" in message

@@ -439,23 +439,49 @@ _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Minimal safetensors reader (little-endian hosts), so a standalone model needs only torch. No pickle."""
-    data = Path(path).read_bytes()
+    """Minimal safetensors reader (little-endian hosts), so a standalone model needs only torch. No pickle.
+
+    A file that is not one (empty, truncated, a header longer than the file, unknown dtypes) is a ValueError
+    naming it; a FIFO or device is refused before it is read. specdsl itself reads through `specdsl.weights`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    data = path.read_bytes()
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_len])
-    header.pop("__metadata__", None)
-    body = memoryview(data)[8 + header_len :]
-    tensors = {}
-    for name, info in header.items():
-        start, end = info["data_offsets"]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        flat = torch.frombuffer(bytearray(body[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
-        tensors[name] = flat.reshape(info["shape"])
+    if len(data) < 8 or header_len > len(data) - 8:
+        raise ValueError(f"{path}: not a safetensors file ({len(data):,} bytes; header of {header_len:,} declared)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+        header.pop("__metadata__", None)
+        body = memoryview(data)[8 + header_len :]
+        tensors = {}
+        for name, info in header.items():
+            start, end = info["data_offsets"]
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"tensor '{name}' lies outside the file (truncated?)")
+            raw = bytearray(body[start:end])
+            flat = torch.frombuffer(raw, dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+            tensors[name] = flat.reshape(info["shape"])
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
     return tensors
 
 
 def load_canonical(model: EfficientNet, state: Mapping[str, torch.Tensor]) -> None:
-    """Load canonical weights: every parameter and running stat must be present, nothing extra."""
+    """Load canonical weights: every parameter and running stat must be present, nothing extra; floating point
+    (any float dtype is cast), finite, BN variances not negative. (`specdsl.weights` checks the same before a
+    build; this is the standalone file's own check, which cannot import specdsl.)"""
+    for name, tensor in state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        if not tensor.is_floating_point():
+            raise ValueError(f"weights: tensor '{name}' is {tensor.dtype}; canonical weights are floating point")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weights: tensor '{name}' holds non-finite values")
+        if name.endswith(".running_var") and bool((tensor < 0).any()):
+            raise ValueError(f"weights: tensor '{name}' holds a negative variance")
     for module in model.modules():
         if isinstance(module, _BatchNorm):
             module.reset_running_stats()  # the batch counters are not canonical: they restart at zero
