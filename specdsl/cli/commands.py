@@ -7,16 +7,20 @@ clobbering without --force); every table a command prints has a ``--json`` form 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from specdsl import api, limits
 from specdsl.cli import inputs
-from specdsl.cli.files import staged_output, write_file
+from specdsl.cli.files import preflight, staged_output, write_file
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
@@ -277,11 +281,64 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
     return options
 
 
+#: What each backend's ``emit`` writes, after the network's `file_stem`, and what each export adds (a SavedModel is
+#: a directory: its ``saved_model.pb`` stands for it). `build`'s pre-flight reads it; a test checks it against
+#: what the backends write.
+BUILD_OUTPUTS = {"torch": (".py", ".safetensors"), "onnx": (".onnx",), "keras": (".keras",)}
+EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb"}
+
+#: TensorFlow's native start-up log lines (absl's pre-init warning, INFO lines such as oneDNN's notice): noise for
+#: a command-line user. Some are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so they are filtered.
+_NATIVE_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} \d\d:\d\d:\d\d")
+
+
+@contextlib.contextmanager
+def quiet_framework_logs() -> Iterator[None]:
+    """While a backend's framework is imported: TensorFlow's C++ log level defaults to warnings and above
+    (a value the user set is kept, and then nothing is filtered), and its start-up INFO lines on the stderr file
+    descriptor are dropped; any other line it printed is passed on."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # read once, when TensorFlow loads: not left behind for other code
+    try:
+        with _filtered_stderr_descriptor():
+            yield
+    finally:
+        del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+
+
+@contextlib.contextmanager
+def _filtered_stderr_descriptor() -> Iterator[None]:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr descriptor: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _NATIVE_NOISE.match(line)))
+
+
+def _planned_outputs(backend: str, stem: str, export: str | None) -> list[Path]:
+    suffixes = [*BUILD_OUTPUTS.get(backend, ()), *([EXPORT_OUTPUTS[export]] if export in EXPORT_OUTPUTS else [])]
+    return [Path(stem + suffix) for suffix in suffixes]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from specdsl.backends import load_backend
     from specdsl.backends.naming import file_stem
 
-    backend = load_backend(args.backend)  # before any work: a missing framework is reported first
+    with quiet_framework_logs():
+        backend = load_backend(args.backend)  # before any work: a missing framework is reported first
     options = _backend_options(args, backend)
     exports = getattr(backend, "EXPORTS", ())
     if args.export is not None and args.export not in exports:
@@ -289,6 +346,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     inputs.check_range("--seed", args.seed, 0, 2**63 - 1)
     ir = inputs.load(args.spec, args.root)
     out_dir = Path(args.output or Path("build", file_stem(ir.name)))
+    preflight(out_dir, _planned_outputs(args.backend, file_stem(ir.name), args.export), force=args.force)
     weights = _read_weights(args.weights, ir) if args.weights else None
     options = {"weights": weights, "seed": args.seed, **options}
     report = api.analyze(ir)

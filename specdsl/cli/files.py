@@ -90,11 +90,14 @@ def _on_signal(signum: int, frame: object) -> None:
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """Run the block with SIGINT, SIGTERM and SIGHUP raising (KeyboardInterrupt, `Terminated`), deferred while an
-    `uninterrupted` section runs; the previous handlers come back afterwards. Only the main thread has handlers."""
+    `uninterrupted` section runs; the previous handlers come back afterwards. Only the main thread has handlers;
+    a signal already ignored (``nohup``) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
+    # A signal the process was started with ignored stays ignored: `nohup` (SIGHUP), `cmd &` in a script (SIGINT).
+    handled = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, _on_signal) for signum in handled}
     try:
         yield
     finally:
@@ -145,6 +148,10 @@ def _claim(root: Path) -> int | None:
     fd = os.open(root / _OWNER, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a filesystem without locks: no record, so this directory is never taken for stale
+        os.close(fd)
+        return None
+    try:
         os.write(fd, json.dumps(_owner_record()).encode())
     except BaseException:
         os.close(fd)
@@ -359,9 +366,7 @@ def publish(staging: Path, destination: Path, *, force: bool, aside: Path) -> li
     files = _staged_files(staging)
     existing = [relative for relative in files if _check_target(destination, relative)]
     if existing and not force:
-        first = destination / existing[0]
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise SpecError(f"output exists{more}; pass --force to replace it", path=str(first))
+        raise _output_exists(destination, existing)
     done: list[tuple[Path, Path | None]] = []  # (published target, its original kept aside)
     created: list[Path] = []
     current = destination
@@ -409,3 +414,20 @@ def write_file(path: Path | str, content: str | bytes, *, force: bool) -> Path:
         else:
             (staging.path / path.name).write_bytes(content)
     return path
+
+
+def _output_exists(destination: Path, existing: list[Path]) -> SpecError:
+    more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+    return SpecError(f"output exists{more}; pass --force to replace it", path=str(destination / existing[0]))
+
+
+def preflight(destination: Path | str, planned: list[Path], *, force: bool) -> None:
+    """Before a command does its work: the refusals `publish` would give for these relative paths (an existing
+    output without ``force``, a directory where a file goes), so a long build is not run only to be refused.
+    `publish` still checks what was actually written."""
+    destination = Path(destination)
+    if not destination.is_dir():
+        return  # created by the write (or refused by it: `staged_output` says why)
+    existing = [relative for relative in planned if _check_target(destination, relative)]
+    if existing and not force:
+        raise _output_exists(destination, existing)

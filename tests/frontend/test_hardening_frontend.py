@@ -3,6 +3,7 @@ arguments and a new user's frictions each fail as one located diagnostic, exit 2
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -317,3 +318,66 @@ def test_mixnet_kernels_and_expansions_are_shown_as_written(tmp_path: Path) -> N
     # se_width = expanded: the ratio the spec wrote (0.25 of the expanded width), not se / input channels.
     v3 = json.loads(run_cli("plot", "mobilenetv3_large_100", "-o", str(out), "--force", "--json").stdout)
     assert "MBConv k5 e3 SE0.25 ×3" in v3["labels"] and "MBConv k3 e6/2.5/2.3 ×4" in v3["labels"]
+
+
+# --- 6. build: conflicts before building, the planned names are the written ones, no TensorFlow noise -------------
+
+
+def never_emit(emit):
+    """``emit`` (same signature: the CLI checks options against it) that fails the test if a build gets that far."""
+
+    @functools.wraps(emit)
+    def never(*args, **kwargs):
+        raise AssertionError("built although the output exists")
+
+    return never
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_build_refuses_existing_output_before_building(tmp_path: Path, backend: str, monkeypatch) -> None:
+    pytest.importorskip({"torch": "torch", "onnx": "onnxruntime"}[backend])
+    from specdsl.backends import load_backend
+
+    out = tmp_path / "out"
+    code, stdout, _ = run_main("build", "digits_tiny", "--backend", backend, "-o", str(out), "--json")
+    assert code == 0
+    import json
+
+    written = sorted(Path(path).name for path in json.loads(stdout)["written"])
+    from specdsl.cli.commands import _planned_outputs
+
+    assert written == sorted(str(path) for path in _planned_outputs(backend, "digits_tiny", None))
+    before = listing(tmp_path)
+
+    monkeypatch.setattr(load_backend(backend), "emit", never_emit(load_backend(backend).emit))
+    code, stdout, stderr = run_main("build", "digits_tiny", "--backend", backend, "-o", str(out))
+    assert code == 2 and stdout == ""
+    assert "building" not in stderr
+    assert single_error(stderr).startswith(f"{out / written[0]}: error: output exists")
+    assert listing(tmp_path) == before
+
+
+def test_torch_export_is_planned_too(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    from specdsl.backends import load_backend
+
+    (tmp_path / "digits_tiny.pt2").write_bytes(b"mine")
+    monkeypatch.setattr(load_backend("torch"), "emit", never_emit(load_backend("torch").emit))
+    code, _, stderr = run_main("build", "digits_tiny", "--backend", "torch", "-o", str(tmp_path), "--export", "pt2")
+    assert code == 2 and "digits_tiny.pt2: error: output exists" in stderr
+    assert (tmp_path / "digits_tiny.pt2").read_bytes() == b"mine"
+
+
+def test_keras_build_prints_no_tensorflow_noise(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    env_before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    result = run_cli("build", "digits_tiny", "--backend", "keras", "-o", str(tmp_path / "k"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("building digits-tiny") and len(lines) == 2 and lines[1].startswith("built in"), lines
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["digits_tiny.keras"]
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == env_before  # a test process is not changed by the CLI's default
+    again = run_cli("build", "digits_tiny", "--backend", "keras", "-o", str(tmp_path / "k"))
+    assert again.returncode == 2
+    assert single_error(again.stderr).endswith("output exists; pass --force to replace it")
+    assert "oneDNN" not in again.stderr and "absl" not in again.stderr
