@@ -146,7 +146,13 @@ class GridStore:
                 )
             self.results()  # a damaged log is reported before anything trains
             return
-        if self.out.exists() and any(not entry.name.startswith(".") for entry in self.out.iterdir()):
+        if self.out.exists() and not self.out.is_dir():
+            raise SpecError("exists and is not a directory: choose another -o", path=str(self.out))
+        try:
+            entries = [entry.name for entry in self.out.iterdir()] if self.out.exists() else []
+        except OSError as error:
+            raise SpecError(f"cannot read: {error.strerror}", path=str(self.out)) from None
+        if any(not name.startswith(".") for name in entries):
             raise SpecError(
                 f"not empty and not a grid search (no {CONFIG_FILE}): choose another -o", path=str(self.out)
             )

@@ -171,6 +171,14 @@ def test_data_that_does_not_fit_the_network_is_refused_before_grid_json(tmp_path
     assert not out.exists()
 
 
+def test_an_output_path_that_is_a_file_is_refused(spec: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("mine")
+    code, _, err = run_main("grid", str(spec), "-o", str(tmp_path / "out"), *FLAGS)
+    assert code == 2
+    assert one_error_line(err) == f"{tmp_path / 'out'}: error: exists and is not a directory: choose another -o"
+    assert (tmp_path / "out").read_text() == "mine"
+
+
 # ---- the ranking ---------------------------------------------------------------------------------------------
 
 
