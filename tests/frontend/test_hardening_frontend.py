@@ -381,3 +381,33 @@ def test_keras_build_prints_no_tensorflow_noise(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert single_error(again.stderr).endswith("output exists; pass --force to replace it")
     assert "oneDNN" not in again.stderr and "absl" not in again.stderr
+
+
+def test_training_meets_the_memory_limit_too(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    spec = write(tmp_path / "bomb.spec", BOMB)
+    before = listing(tmp_path)
+    result = run_cli("train", str(spec), "-o", str(tmp_path / "run"), "--set", "epochs=1")
+    assert result.returncode == 2
+    assert "13,166,743,968 bytes" in single_error(result.stderr)
+    assert listing(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("efficientnet-b0", "  hint: the shipped spec named 'efficientnet-b0' is b0: `specdsl info b0`"),
+        (
+            "mixnet_q",
+            "  hint: close matches: mixnet_s, mixnet_m, mixnet_l, mixnet_xl (`specdsl list` shows the library)",
+        ),
+        ("nope.spec", "  hint: `specdsl list` shows the shipped specs, usable by name"),
+    ],
+)
+def test_unknown_names_get_a_few_close_matches(name: str, hint: str) -> None:
+    for command in ("info", "check"):
+        result = run_cli(command, name)
+        assert result.returncode == 2
+        assert single_error(result.stderr).startswith(f"{name}: error: no such file, and no shipped spec")
+        assert hint in result.stderr.splitlines()
+        assert "v2_xl" not in result.stderr  # not the whole library on one line
