@@ -120,6 +120,9 @@ class GridStore:
             return None
         try:
             raw = json.loads(path.read_bytes().decode("utf-8"))
+            if isinstance(raw, dict) and "base" in raw and raw.get("format") != FORMAT:
+                found = f"format {shorten(str(raw['format']))!r}" if "format" in raw else "no format"
+                raise _damaged(path, f"{found}: not a search this specdsl can continue (it writes {FORMAT})", self.out)
             saved = GridConfig.model_validate(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _damaged(path, f"not JSON ({shorten(str(error), 60)})", self.out) from None

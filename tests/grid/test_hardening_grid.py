@@ -251,6 +251,8 @@ def test_a_nan_result_is_never_the_answer(spec: Path, finished: Path, tmp_path: 
         ("grid.json", lambda b: b.replace(b'"seed": 0', b'"seed": 1'), "grid.json: error: damaged grid state: its "
          "content does not match its digest"),
         ("grid.json", lambda b: b"\xff\xfe" + b, "grid.json: error: damaged grid state: not JSON"),
+        ("grid.json", lambda b: re.sub(rb'  "format": "[^"]*",\n', b"", b), "grid.json: error: damaged grid state: no "
+         "format: not a search this specdsl can continue (it writes specdsl-grid/2)"),
         ("results.jsonl", lambda b: b.replace(b'"rung":0', b'"rung":"0"', 1), "results.jsonl:1: error: damaged grid "
          "state: not a grid result (rung: Input should be a valid integer)"),
         ("results.jsonl", lambda b: re.sub(rb'"accuracy":0\.(\d)', rb'"accuracy":0.9', b, count=1),
