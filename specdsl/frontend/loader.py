@@ -189,7 +189,7 @@ class _Chain:
             return shipped[name]
         with path_problems(str(value.span), f"extends {shorten(value.value)!r}", value.span):
             target = (base_dir / value.value).resolve()
-            exists = target.is_file()
+            exists = target.exists()  # reading it says what else is wrong (a directory, a FIFO)
         if not any(target.is_relative_to(root) for root in self.roots):
             allowed = ", ".join(str(root) for root in self.roots)
             raise SpecError(

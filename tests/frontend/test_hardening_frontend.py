@@ -87,7 +87,12 @@ def _huge(tmp: Path) -> tuple[Path, str]:
 
 def _extends_directory(tmp: Path) -> tuple[Path, str]:
     (tmp / "base.spec").mkdir()
-    return write(tmp / "a.spec", 'extends = "base.spec"\n'), "no such spec file"
+    return write(tmp / "a.spec", 'extends = "base.spec"\n'), "not a regular file"
+
+
+def _extends_fifo(tmp: Path) -> tuple[Path, str]:
+    os.mkfifo(tmp / "base.spec")
+    return write(tmp / "a.spec", 'extends = "base.spec"\n'), "not a regular file"
 
 
 def _extends_not_utf8(tmp: Path) -> tuple[Path, str]:
@@ -96,7 +101,7 @@ def _extends_not_utf8(tmp: Path) -> tuple[Path, str]:
 
 
 PATH_PROBLEMS = [_nul_extends, _nul_project_root, _extends_loop, _spec_loop, _directory, _fifo, _not_utf8, _huge,
-                 _extends_directory, _extends_not_utf8]  # fmt: skip
+                 _extends_directory, _extends_fifo, _extends_not_utf8]  # fmt: skip
 
 
 @pytest.mark.parametrize("make", PATH_PROBLEMS, ids=lambda f: f.__name__.strip("_"))
