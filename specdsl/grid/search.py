@@ -23,7 +23,6 @@ from specdsl.grid import halving, store
 from specdsl.grid.proxy import Task, check_overrides, proxy_document, proxy_text
 from specdsl.grid.space import MAX_GRID_POINTS, GridPoint, closest_to_budget, enumerate_grid, point_document
 from specdsl.grid.store import GridStore, ResultRecord
-from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
 from specdsl.spec import SpecDocument
 from specdsl.training.options import MAX_THREADS, SEED_LIMIT, _whole
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 POLL_SECONDS = (0.1, 5.0)  # a shard looks for the other shards' results after 0.1 s, then twice as late, up to 5 s
-MAX_EPOCHS = 100_000  # as a recipe's epochs
+MAX_EPOCHS = 100_000  # as a recipe's epochs (also the bound of --eta and --top)
 MAX_JOBS = 1024  # parallel trainings on one machine
 MAX_SHARDS = 100_000
 Results = dict[tuple[int, int], ResultRecord]
@@ -189,11 +188,11 @@ def check_running(jobs: int | None, threads: int | None, shard: tuple[int, int])
 
 
 def check_data(base: SpecDocument, settings: GridSettings) -> None:
-    """What the data must agree on with every network of the grid (they share the base's input and head):
-    it opens, has the network's class count, and has images for ``--train-images``."""
+    """What the data must agree on with every network of the grid (they share the base's input and head): it
+    opens, decodes to the network's input channels, and has as many classes as the network has outputs."""
     from specdsl.training.data import open_source, with_train_subset
 
-    ir: ModelIR = resolve(base)
+    ir = resolve(base)
     source = with_train_subset(open_source(settings.data, ir.in_channels), settings.train_images)
     if len(source.classes) != ir.head.classes:
         raise SpecError(
