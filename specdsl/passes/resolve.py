@@ -12,7 +12,7 @@ import math
 from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.ir import BatchNorm, Block, Head, ModelIR, Normalization, Stage, Stem
-from specdsl.passes.analysis import build_bytes
+from specdsl.passes.analysis import DTYPE_BYTES, build_bytes, op_params, peak_inference_elements
 from specdsl.passes.lower import lower
 from specdsl.passes.scaling import make_divisible, round_filters, spread_repeats
 from specdsl.spec import IMAGENET_MEAN, IMAGENET_STD, SpecDocument, StageArgs
@@ -274,22 +274,27 @@ def resolve(doc: SpecDocument) -> ModelIR:
 def _check_size(ir: ModelIR, doc: SpecDocument) -> None:
     """The memory a build allocates (weights and one inference's activations at float32, the dtype every backend
     initialises in), checked on the lowering's shapes before any tensor exists: every build and trainer resolves.
-    Reported at the stage line holding the most weights."""
+    Reported at the stage line holding the most weights, or at the resolution when activations dominate."""
     net = lower(ir)
     estimate = build_bytes(net)
     if estimate <= limits.MAX_BUILD_BYTES:
         return
-    stage_of = {block.global_index: block.stage for block in ir.blocks}
-    weights: dict[int, int] = {}
-    for op in net.ops:
-        if op.block is not None:
-            elements = sum(math.prod(shape) for shape in op.tensors().values())
-            weights[stage_of[op.block]] = weights.get(stage_of[op.block], 0) + elements
-    heaviest = max(weights, key=weights.__getitem__, default=None)
-    key = "scaling.width" if heaviest is None else f"stages.{doc.stage_lines()[heaviest][0]}"
+    activations = peak_inference_elements(net) * DTYPE_BYTES["float32"]
+    if activations > estimate - activations:
+        key, hint = "input.resolution", "lower the resolution: one inference's activations dominate"
+    else:
+        stage_of = {block.global_index: block.stage for block in ir.blocks}
+        weights: dict[int, int] = {}
+        for op in net.ops:
+            if op.block is not None:
+                weights[stage_of[op.block]] = weights.get(stage_of[op.block], 0) + op_params(op)
+        heaviest = max(weights, key=weights.__getitem__, default=None)
+        key = "scaling.width" if heaviest is None else f"stages.{doc.stage_lines()[heaviest][0]}"
+        hint = "narrow or shorten the widest stages: weights dominate (`specdsl info` shows params per stage)"
     raise SpecError(
-        f"building this network needs about {estimate:,} bytes ({estimate / 2**30:.1f} GiB: weights and one "
-        f"inference's activations at float32); the limit is {limits.MAX_BUILD_BYTES:,} bytes",
+        f"building this network needs about {estimate:,} bytes ({estimate / 2**30:.1f} GiB: "
+        f"{estimate - activations:,} of weights and {activations:,} of one inference's activations, float32); "
+        f"the limit is {limits.MAX_BUILD_BYTES:,} bytes",
         doc.span(key),
-        hint="narrow or shorten the widest stages (`specdsl info` shows params per stage)",
+        hint=hint,
     )
