@@ -22,6 +22,7 @@ photographs, or the whole image for digits, resized to the evaluation resolution
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -112,18 +113,19 @@ def _reason(error: BaseException) -> str:
     return text[:200]
 
 
-def open_image(path: Path) -> Any:
-    """A PIL image of the regular file at ``path`` (a symlink to one is followed), its header read and its size
-    checked against `MAX_IMAGE_PIXELS`; the pixels are not decoded yet. Anything else is a `SpecError` naming it:
-    a FIFO (opened without blocking), a device, an unreadable or unidentifiable file, an image too large."""
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Any]:
+    """The PIL image of the regular file at ``path`` (a symlink to one is followed), its header read and its size
+    checked against `MAX_IMAGE_PIXELS`; the pixels are not decoded yet, and the file is closed on leaving. Anything
+    else is a `SpecError` naming it: a FIFO (opened without blocking), a device, an unreadable or unidentifiable
+    file, an image too large."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise SpecError(f"cannot read the image: {_reason(error)}", path=str(path)) from None
-    file = os.fdopen(fd, "rb")
-    try:
+    with os.fdopen(fd, "rb") as file:
         kind = stat.S_IFMT(os.fstat(fd).st_mode)
         if kind != stat.S_IFREG:
             raise SpecError(f"not a regular file ({_FILE_KINDS.get(kind, 'not a file')}): not read", path=str(path))
@@ -136,22 +138,18 @@ def open_image(path: Path) -> Any:
                 size = f"{int(found.group(1)):,} pixels, " if found else ""
                 raise SpecError(f"the image is {size}over the limit of {MAX_IMAGE_PIXELS:,}", path=str(path)) from None
             except UnidentifiedImageError:
-                raise SpecError(
-                    "not an image PIL can read (damaged, empty or another format)", path=str(path)
-                ) from None
+                raise SpecError("not an image (damaged, empty or of another format)", path=str(path)) from None
             except (OSError, ValueError, SyntaxError) as error:
                 raise SpecError(f"cannot read the image: {_reason(error)}", path=str(path)) from None
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            image.close()
-            raise SpecError(
-                f"the image is {width}x{height} = {width * height:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}",
-                path=str(path),
-            )
-    except BaseException:
-        file.close()
-        raise
-    return image
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise SpecError(
+                    f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{MAX_IMAGE_PIXELS:,}",
+                    path=str(path),
+                )
+            yield image
 
 
 @dataclass(frozen=True)
@@ -214,7 +212,8 @@ def _class_images(directory: Path) -> list[Path]:
     """The image files of one class folder (by extension, sorted), each one's header checked (`open_image`)."""
     paths = [Path(entry.path) for entry in _entries(directory) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
     for path in paths:
-        open_image(path).close()
+        with open_image(path):
+            pass
     return paths
 
 
