@@ -22,8 +22,9 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
     write_text(path, _lines([*read_metrics(path), record]))
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records, in order: each line a JSON object whose ``epoch`` is its line's index."""
+def read_metrics(path: Path, epochs: int | None = None) -> list[dict[str, Any]]:
+    """The records (of the first ``epochs`` epochs), in order: each line a JSON object whose ``epoch`` is its
+    line's index."""
     if not os.path.lexists(path):
         return []
     records = []
@@ -31,7 +32,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         text = read_state(path).decode("utf-8")
     except UnicodeDecodeError as error:
         raise damaged(path, f"not UTF-8 text (byte {error.start})") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.splitlines()[:epochs], 1):
         try:
             record = json.loads(line)
         except ValueError:
@@ -43,10 +44,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: Path, epochs: int) -> None:
-    """Keep the records of the first ``epochs`` epochs (a resumed run rewrites what came after its checkpoint)."""
-    records = read_metrics(path)
-    if len(records) != epochs:
-        write_text(path, _lines(records[:epochs]))
+    """Keep the records of the first ``epochs`` epochs (a resumed run rewrites what came after its checkpoint,
+    whatever it holds)."""
+    records = read_metrics(path, epochs)
+    if path.exists() and read_state(path) != _lines(records).encode():
+        write_text(path, _lines(records))
 
 
 def progress_bar(total: int, description: str, *, enabled: bool) -> tqdm:

@@ -290,6 +290,7 @@ class Trainer:
             "step": self.progress.step,
             "train_loss": self.ctx.mean(sum(losses) / len(losses)),
             "replica_max_difference": self.ctx.replica_difference(self.model),
+            "threads": torch.get_num_threads(),  # CPU results depend on it (kernels split their sums by thread)
             "train_seconds": seconds,
             "images_per_second": self.steps_per_epoch * self.recipe.batch_size / seconds,
         }
