@@ -205,3 +205,13 @@ def test_a_diagnostic_that_cannot_be_printed_still_exits_2(args: tuple[str, ...]
             [sys.executable, "-m", "specdsl", *args], cwd=ROOT, stdout=full, stderr=full, timeout=120
         )
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "code"), [("list >&-", 0), ("check no-such-spec 2>&-", 2), ("check b0 >&- 2>&-", 0)]
+)
+def test_a_closed_stdout_or_stderr_is_no_internal_error(command: str, code: int) -> None:
+    result = subprocess.run(
+        ["sh", "-c", f"{sys.executable} -m specdsl {command}"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr

@@ -219,6 +219,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A closed stdout or stderr (`specdsl list >&-`): Python has None there; its output is discarded, as if
+    # sent to /dev/null, and the exit code still tells.
+    sys.stdout = sys.stdout or open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+    sys.stderr = sys.stderr or open(os.devnull, "w")  # noqa: SIM115
     with files.stop_signals():
         return _run(argv)
 
