@@ -199,6 +199,8 @@ def _read_file(path: Path, ir: ModelIR, source: str) -> dict[str, np.ndarray]:
             validate({name: _Declared(tuple(entry["shape"])) for name, entry in header.items()}, ir, source=source)
             state = {}
             for name, entry in header.items():
+                if name.endswith(_NOT_CANONICAL):  # a framework's BN batch counter (int64): not read
+                    continue
                 first, last = entry["data_offsets"]
                 data.seek(start + first)
                 raw = data.read(last - first)

@@ -198,3 +198,13 @@ def test_the_emitted_standalone_model_refuses_bad_weights(
     message = str(raised.value)
     assert "\n" not in message
     assert str(path) in message or "tensor '" in message
+
+
+def test_batch_counters_in_a_torch_state_dict_file_are_skipped(tiny: Path, state: dict[str, np.ndarray], tmp_path):
+    """`safetensors.torch.save_file(model.state_dict())` holds int64 num_batches_tracked: not canonical, not read."""
+    counters = {
+        f"{name[: -len('.running_var')]}.num_batches_tracked": np.array(7) for name in state if "running_var" in name
+    }
+    save_file({**state, **counters}, str(tmp_path / "w.safetensors"))
+    loaded = weights.load(tmp_path / "w.safetensors", specdsl.load(tiny))
+    assert set(loaded) == set(state) and all(np.array_equal(loaded[name], state[name]) for name in state)
