@@ -182,6 +182,16 @@ def test_a_full_disk_is_one_line(runs: dict[str, Path], full_disk: Path) -> None
     assert not [p for p in (full_disk / "run").rglob("*") if p.name.startswith(".") or p.suffix == ".partial"]
 
 
+@pytest.mark.parametrize("where", ["read-only", "under a file"])
+def test_an_unwritable_run_directory_is_one_line(runs: dict[str, Path], read_only_dir: Path, where: str) -> None:
+    before = listing(read_only_dir)
+    run = read_only_dir / "run" if where == "read-only" else read_only_dir / "keep.txt" / "run"
+    code, _, err = train(runs["spec"], run)
+    assert code == 2
+    assert one_error_line(err).startswith(f"error: cannot write {run if where == 'read-only' else run.parent}")
+    assert listing(read_only_dir) == before
+
+
 def test_force_replaces_only_the_trainers_files_and_never_follows_a_link(runs: dict[str, Path], tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
