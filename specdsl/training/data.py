@@ -209,8 +209,13 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
 
 
 def _class_images(directory: Path) -> list[Path]:
-    """The image files of one class folder (by extension, sorted), each one's header checked (`open_image`)."""
-    paths = [Path(entry.path) for entry in _entries(directory) if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
+    """The image files of one class folder (by extension, sorted; hidden files, such as macOS's ``._*`` companions,
+    skipped), each one's header checked (`open_image`)."""
+    paths = [
+        Path(entry.path)
+        for entry in _entries(directory)
+        if not entry.name.startswith(".") and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+    ]
     for path in paths:
         with open_image(path):
             pass

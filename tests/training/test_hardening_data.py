@@ -131,6 +131,14 @@ def test_a_symlink_to_a_regular_file_is_read(tmp_path: Path) -> None:
     assert source.train.image(0).shape == (3, 12, 12)
 
 
+def test_hidden_and_non_image_files_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_folder(root)
+    (root / "train/c0/._0.png").write_bytes(b"\x00\x05\x16\x07 macOS AppleDouble")  # not an image, hidden
+    (root / "train/c0/notes.txt").write_text("not an image\n")
+    assert len(open_source(str(root), channels=3).train) == 4
+
+
 def test_the_pixel_limit_is_inclusive(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_folder(root)
