@@ -7,6 +7,11 @@ evaluation, checkpoints and the plot), not the interpreter start. Afterwards bes
 module, the .onnx file in onnxruntime, the .keras file in Keras) are compared with the trainer's. Writes
 benchmarks/results_train_digits.md and docs/img/train_digits.png.
 
+The result depends on the torch thread count and on the CPU (kernels split their sums by thread and by
+instruction set: one epoch with 1 and 2 threads already differs in the 8th significant digit of the loss), so
+the thread count is pinned (``--threads``, default 1) and the report names it, with the equivalent
+``specdsl train`` command, beside every number.
+
     python benchmarks/train_digits.py [--threads N] [--out-dir DIR]
 """
 
@@ -57,14 +62,14 @@ def deployed_predictions(run_dir: Path) -> dict[str, tuple[float, bool]]:
 
 
 def report(
-    result, seconds: float, loads: tuple[float, float], deployed: dict[str, tuple[float, bool]], command: str
+    result, seconds: float, loads: tuple[float, float], deployed: dict[str, tuple[float, bool]], command: str, cli: str
 ) -> str:
     met = result.best_accuracy >= TARGET and seconds <= BUDGET_S
     identical = all(same for _, same in deployed.values())
     lines = [
         "# Acceptance: digits_tiny trained on builtin:digits",
         "",
-        f"Command: `{command}`",
+        f"Command: `{command}` (the same training: `{cli}`); torch threads: {torch.get_num_threads()}",
         "",
         f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores), `torch.set_num_threads({torch.get_num_threads()})`; "
         f"1-minute load average {loads[0]:.2f} before, {loads[1]:.2f} after (other engineers' jobs share the cores)",
@@ -100,14 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "build" / "train_digits", help="run directory")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results_train_digits.md")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()} (results depend on it; pinned with --threads)", flush=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = train(SPEC, args.out_dir, TrainOptions(threads=args.threads, force=True, quiet=True))
     seconds = time.perf_counter() - started
     load_after = os.getloadavg()[0]
     deployed = deployed_predictions(args.out_dir)
-    command = " ".join(["python", os.path.relpath(__file__, Path.cwd()), *(argv if argv is not None else sys.argv[1:])])
-    text = report(result, seconds, (load_before, load_after), deployed, command)
+    script = os.path.relpath(__file__, ROOT)
+    command = f"python {script} --threads {args.threads}"
+    cli = f"specdsl train specs/digits_tiny.spec -o runs/digits --threads {args.threads}"
+    text = report(result, seconds, (load_before, load_after), deployed, command, cli)
     shutil.copyfile(args.out_dir / "plot.png", ROOT / "docs" / "img" / "train_digits.png")
     args.results.write_text(text)
     print(text)
