@@ -416,3 +416,19 @@ def test_unknown_names_get_a_few_close_matches(name: str, hint: str) -> None:
         assert single_error(result.stderr).startswith(f"{name}: error: no such file, and no shipped spec")
         assert hint in result.stderr.splitlines()
         assert "v2_xl" not in result.stderr  # not the whole library on one line
+
+
+def test_an_unreadable_spec_is_one_located_error(tmp_path: Path, monkeypatch) -> None:
+    """Root reads any file, so the refusal is the OS's, simulated where the front end opens the file."""
+    spec = write(tmp_path / "locked.spec", TINY_SPEC)
+    original = Path.open
+
+    def refuse(self: Path, *args, **kwargs):
+        if self.name == "locked.spec":
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    code, out, err = run_main("check", str(spec))
+    assert code == 2 and out == ""
+    assert single_error(err) == f"{spec}: error: cannot read spec: Permission denied"
