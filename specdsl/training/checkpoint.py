@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -39,6 +40,7 @@ from specdsl.ir import ModelIR
 from specdsl.training.rundir import (
     CHECKPOINT_FILES,
     METRICS_FILE,
+    TEXT_LIMIT,
     damaged,
     os_errors_as_cannot_write,
     read_state,
@@ -310,19 +312,21 @@ def _schema_error(error: ValidationError) -> str:
 
 
 def _read_json(path: Path, schema: type[BaseModel]) -> BaseModel:
-    data = read_state(path)
+    data = read_state(path, TEXT_LIMIT)
     try:
         return schema.model_validate_json(data)
     except ValidationError as error:
         raise damaged(path, f"not the trainer's {path.name} ({_schema_error(error)})") from None
 
 
-def _tensors(path: Path, *, names: str = "", shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+def _tensors(
+    path: Path, *, names: str = "", shapes: dict[str, tuple[int, ...]] | None = None, limit: int | None = None
+) -> dict[str, Any]:
     """A safetensors file's tensors: the header parsed, every floating value finite, and with ``shapes`` exactly
     those names (``names`` says whose) and shapes in float32."""
     from safetensors.numpy import load
 
-    data = read_state(path)
+    data = read_state(path, limit)
     try:
         tensors = load(data)
     except Exception as error:  # the parser's error types (SafetensorError, ValueError...): a damaged file
@@ -344,9 +348,19 @@ def _tensors(path: Path, *, names: str = "", shapes: dict[str, tuple[int, ...]] 
     return tensors
 
 
+def _size_limit(shapes: dict[str, tuple[int, ...]], *, per_parameter: int = 1, ranks: int = 0) -> int:
+    """Bytes a safetensors file of float32 ``shapes`` (``per_parameter`` tensors each) and ``ranks`` RNG states
+    can take, with room for its header: a larger file is not the trainer's, and is not read."""
+    return 4 * per_parameter * sum(math.prod(shape) for shape in shapes.values()) + 65_536 * ranks + 2**24
+
+
+def _weights(path: Path, ir: ModelIR, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    return _tensors(path, names=f"the weights of {ir.name}", shapes=shapes, limit=_size_limit(shapes))
+
+
 def _state_tensors(path: Path, meta: _StateFile, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     """state.safetensors: the optimizer's per-parameter tensors and each rank's RNG states, nothing else."""
-    tensors = _tensors(path)
+    tensors = _tensors(path, limit=_size_limit(shapes, per_parameter=4, ranks=len(meta.rng)))
     rng_size = tuple(torch.random.get_rng_state().shape)
     expected = {}
     for rank, extra in enumerate(meta.rng):
@@ -405,7 +419,7 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
     """Read and validate a checkpoint (and the run files it covers); a damaged file is a `SpecError` naming it."""
     state_json = directory / "state.json"
     meta = _read_json(state_json, _StateFile)
-    raw = json.loads(read_state(state_json))
+    raw = json.loads(read_state(state_json, TEXT_LIMIT))
     if _self_digest(raw) != meta.digest:
         raise damaged(state_json, "its content differs from what the trainer wrote (SHA-256 mismatch)")
     progress = meta.progress
@@ -413,17 +427,17 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
         raise damaged(state_json, f"best epoch {progress.best_epoch} does not fit {progress.epoch} epochs done")
     run_dir = directory.parent
     shapes = canonical.canonical_shapes(ir)
-    weights = _tensors(directory / "weights.safetensors", names=f"the weights of {ir.name}", shapes=shapes)
+    weights = _weights(directory / "weights.safetensors", ir, shapes)
     ema_path = directory / "ema.safetensors"
     ema = None
     if os.path.lexists(ema_path) or f"{directory.name}/ema.safetensors" in meta.files:
-        ema = _tensors(ema_path, names=f"the weights of {ir.name}", shapes=shapes)
+        ema = _weights(ema_path, ir, shapes)
     tensors = _state_tensors(directory / "state.safetensors", meta, shapes)
     if progress.best_epoch >= 0:  # the best weights and their summary: readable, finite, the network's
         best = _read_json(directory / "best.json", _BestFile)
         if (best.epoch, best.accuracy) != (progress.best_epoch, progress.best_accuracy):
             raise damaged(directory / "best.json", f"epoch {best.epoch} is not the best epoch {progress.best_epoch}")
-        _tensors(directory / "best.safetensors", names=f"the weights of {ir.name}", shapes=shapes)
+        _weights(directory / "best.safetensors", ir, shapes)
     _check_digests(run_dir, directory, meta)
     rng = []
     for rank, extra in enumerate(meta.rng):

@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from specdsl.training.rundir import damaged, read_state, write_text
+from specdsl.training.rundir import TEXT_LIMIT, damaged, read_state, write_text
 
 
 def _lines(records: list[dict[str, Any]]) -> str:
@@ -29,7 +29,7 @@ def read_metrics(path: Path, epochs: int | None = None) -> list[dict[str, Any]]:
         return []
     records = []
     try:
-        text = read_state(path).decode("utf-8")
+        text = read_state(path, TEXT_LIMIT).decode("utf-8")
     except UnicodeDecodeError as error:
         raise damaged(path, f"not UTF-8 text (byte {error.start})") from None
     for number, line in enumerate(text.splitlines()[:epochs], 1):
@@ -47,7 +47,7 @@ def truncate_metrics(path: Path, epochs: int) -> None:
     """Keep the records of the first ``epochs`` epochs (a resumed run rewrites what came after its checkpoint,
     whatever it holds)."""
     records = read_metrics(path, epochs)
-    if path.exists() and read_state(path) != _lines(records).encode():
+    if path.exists() and read_state(path, TEXT_LIMIT) != _lines(records).encode():
         write_text(path, _lines(records))
 
 

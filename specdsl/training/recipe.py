@@ -14,7 +14,7 @@ from specdsl.errors import SpecError
 from specdsl.frontend.format import render_document
 from specdsl.ir import ModelIR
 from specdsl.spec import SpecDocument, TrainingRecipe
-from specdsl.training.rundir import CHECKPOINT_DIR, SPEC_FILE, check_writable, damaged, read_state
+from specdsl.training.rundir import CHECKPOINT_DIR, SPEC_FILE, TEXT_LIMIT, check_writable, damaged, read_state
 
 __all__ = ["SPEC_FILE", "check_run_dir", "has_checkpoint", "run_spec_text", "with_recipe"]
 
@@ -62,7 +62,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 def _saved_spec(path: Path) -> str:
     """The run's ``spec.spec``, read back: a missing, unreadable or non-UTF-8 one is a diagnostic."""
     try:
-        return read_state(path).decode("utf-8")
+        return read_state(path, TEXT_LIMIT).decode("utf-8")
     except UnicodeDecodeError as error:
         raise damaged(path, f"not UTF-8 text (byte {error.start})") from None
 

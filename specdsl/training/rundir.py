@@ -83,13 +83,22 @@ def damaged(path: Path, what: str) -> SpecError:
     return SpecError(f"{what}: the run cannot resume; {AFRESH}", path=str(path))
 
 
-def read_state(path: Path) -> bytes:
-    """A state file's bytes: only a regular file (a FIFO or a directory is an error, never a hang)."""
+#: The largest text state file (state.json, metrics.jsonl, best.json, spec.spec) read back: far above any the
+#: trainer writes (a 350-epoch metrics.jsonl is ~200 KB), so a bigger one is not the trainer's, and is not read.
+TEXT_LIMIT = 256 * 2**20
+
+
+def read_state(path: Path, limit: int | None = None) -> bytes:
+    """A state file's bytes: only a regular file (a FIFO or a directory is an error, never a hang), of at most
+    ``limit`` bytes."""
     try:
         if not os.path.lexists(path):
             raise damaged(path, "missing")
-        if not stat.S_ISREG(path.stat().st_mode):
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):
             raise damaged(path, "not a regular file")
+        if limit is not None and found.st_size > limit:
+            raise damaged(path, f"{found.st_size:,} bytes, more than the trainer ever writes there ({limit:,})")
         return path.read_bytes()
     except OSError as error:
         raise damaged(path, f"cannot read it ({error.strerror or error})") from None
