@@ -239,6 +239,9 @@ DAMAGES = {
     "non-UTF-8 spec": ("spec.spec", lambda data: b"\xff\xfe" + data),
     "empty best.json": ("checkpoint/best.json", lambda data: b""),
     "NaN best weights": ("checkpoint/best.safetensors", None),
+    "FIFO state.json": ("checkpoint/state.json", None),
+    "FIFO spec": ("spec.spec", None),
+    "huge metrics": ("metrics.jsonl", None),
 }
 
 
@@ -247,6 +250,12 @@ def _damage(run: Path, kind: str) -> Path:
     path = run / name
     if change is not None:
         path.write_bytes(change(path.read_bytes()))
+    elif kind.startswith("FIFO"):  # reading it would block forever
+        path.unlink()
+        os.mkfifo(path)
+    elif kind.startswith("huge"):  # sparse: 300 MiB that take no disk
+        with path.open("r+b") as handle:
+            handle.truncate(300 * 2**20)
     elif kind.startswith("NaN"):
         from safetensors.numpy import load, save
 
