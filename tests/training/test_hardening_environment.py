@@ -57,8 +57,11 @@ def test_a_bad_variable_is_named(environ: dict[str, str], variable: str, found: 
     assert found in caught.value.message and "\n" not in str(caught.value)
 
 
-def test_the_check_imports_no_framework() -> None:
-    code = "import sys, specdsl.training.environment as e; e.torchrun_environment({}); print('torch' in sys.modules)"
+def test_the_checks_import_no_framework() -> None:
+    code = (
+        "import sys, specdsl.training.environment as e, specdsl.training.options, specdsl.training.recipe; "
+        "from specdsl.training import TrainOptions; e.torchrun_environment({}); print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "False"
 
