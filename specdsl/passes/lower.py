@@ -21,7 +21,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,7 @@ from pydantic import Field, TypeAdapter
 
 from specdsl.errors import SpecError
 from specdsl.ir import Block, ModelIR, Normalization
+from specdsl.passes.features import Features, Tap, select
 from specdsl.vocabulary import Activation as ActivationKind
 from specdsl.vocabulary import BlockKind, Padding
 
@@ -271,7 +272,10 @@ class LoweredNetwork:
     normalization: Normalization
     ops: list[Op]
     features: str  # the op whose output is the final feature map, before pooling
-    output: str  # the op whose output is the logits
+    output: str  # the op whose output is the logits (a backbone's: its last op)
+    # Feature maps a backbone returns, in forward order (`specdsl.passes.features`); empty: a classifier, whose
+    # JSON form then has no "taps" key at all, so it hashes and emits exactly as before taps existed.
+    taps: tuple[Tap, ...] = ()
 
     def tensors(self) -> dict[str, Shape]:
         """Every canonical tensor name with its shape, in forward order."""
@@ -283,7 +287,10 @@ class LoweredNetwork:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: plain dicts and lists, one dict per op with its kind under ``"op"``."""
-        return _adapter().dump_python(self, mode="json")
+        data = _adapter().dump_python(self, mode="json")
+        if not self.taps:
+            del data["taps"]
+        return data
 
     def sha256(self) -> str:
         """SHA-256 of the JSON form with sorted keys and no spaces: identifies this exact network (every op,
@@ -506,8 +513,11 @@ class _Builder:
         return x
 
 
-def lower(ir: ModelIR) -> LoweredNetwork:
-    """The network of ``ir`` as ops in forward order (see the module docstring)."""
+def lower(ir: ModelIR, *, features: Features = None, out_indices: Sequence[int] | None = None) -> LoweredNetwork:
+    """The network of ``ir`` as ops in forward order (see the module docstring).
+
+    ``features`` (``"strides"``, ``"expansion"`` or op names / ``stages.N``) and ``out_indices`` make it a
+    backbone: taps marked, the head dropped (`specdsl.passes.features`)."""
     if not isinstance(ir, ModelIR):
         raise SpecError(f"ir must be a ModelIR (from specdsl.load), got {type(ir).__name__}", path="specdsl.lower")
     builder = _Builder(ir)
@@ -518,7 +528,7 @@ def lower(ir: ModelIR) -> LoweredNetwork:
     head = ir.head
     if head.conv_channels is not None and head.form == "conv_pool":
         x = builder.conv_bn("head", x, head.conv_channels, (1,), 1, head.activation, bias=head.bias)
-    features = x
+    final_map = x
     x = builder.add(GlobalAvgPool, "head.pool", (x,), (builder.shapes[x][0], 1, 1))
     if head.conv_channels is not None and head.form == "pool_conv":  # MobileNetV3: no BN
         x = builder.conv("head.conv", x, head.conv_channels, 1, bias=head.bias)
@@ -528,14 +538,15 @@ def lower(ir: ModelIR) -> LoweredNetwork:
     x = builder.add(
         Linear, "classifier", (x,), (head.classes,), in_features=head.features, out_features=head.classes, bias=True
     )
-    return LoweredNetwork(
+    net = LoweredNetwork(
         name=ir.name,
         input_shape=builder.shapes[INPUT],
         normalization=ir.normalization,
         ops=builder.ops,
-        features=features,
+        features=final_map,
         output=x,
     )
+    return select(net, ir, features, out_indices=out_indices)
 
 
 def consumers(net: LoweredNetwork) -> dict[str, list[str]]:
@@ -569,6 +580,10 @@ def check(net: LoweredNetwork) -> LoweredNetwork:
             raise ValueError(f"{op.name} cannot fold into {op.folds_into}")
     if net.output != net.ops[-1].name or net.features not in seen:
         raise ValueError("output must be the last op and features an op of the network")
+    shapes = net.shapes()
+    for tap in net.taps:
+        if tap.name not in seen or (tap.channels, *tap.shape[1:]) != shapes[tap.name]:
+            raise ValueError(f"tap {tap.name!r} is not an op of the network with shape {tap.shape}")
     for name in seen:  # backends place modules in a tree by name: a leaf cannot also be a branch
         parts = name.split(".")
         clash = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in seen), None)
