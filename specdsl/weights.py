@@ -183,9 +183,10 @@ def _header(data: Any, size: int, source: str) -> tuple[dict[str, dict[str, Any]
     return header, 8 + length
 
 
-def _read_file(path: Path, ir: ModelIR, source: str) -> dict[str, np.ndarray]:
+def _read_file(path: Path, ir: ModelIR | None, source: str) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file as numpy arrays (BF16 widened to float32), names and shapes checked
-    against ``ir`` before the data is read. Only a regular file is opened for reading (a FIFO would block)."""
+    against ``ir`` (unless None: a foreign file being imported) before the data is read. Only a regular file is
+    opened for reading (a FIFO would block)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
@@ -196,7 +197,8 @@ def _read_file(path: Path, ir: ModelIR, source: str) -> dict[str, np.ndarray]:
             raise WeightsError(f"{source}: not a regular file")
         try:
             header, start = _header(data, info.st_size, source)
-            validate({name: _Declared(tuple(entry["shape"])) for name, entry in header.items()}, ir, source=source)
+            if ir is not None:
+                validate({name: _Declared(tuple(entry["shape"])) for name, entry in header.items()}, ir, source=source)
             state = {}
             for name, entry in header.items():
                 if name.endswith(_NOT_CANONICAL):  # a framework's BN batch counter (int64): not read

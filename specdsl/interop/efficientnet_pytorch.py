@@ -9,17 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from specdsl.interop._common import gather
+from specdsl.interop._common import TORCH_SUFFIXES, gather
 from specdsl.ir import Block, ModelIR
 from specdsl.passes.lower import Op
 from specdsl.vocabulary import BlockKind
 from specdsl.weights import WeightsError, state_of, to_numpy
 
-_SUFFIXES = {
-    "conv": {"weight": "weight", "bias": "bias"},
-    "batch_norm": {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"},
-    "linear": {"weight": "weight", "bias": "bias"},
-}
 _BLOCK_LAYERS = {
     "expand.conv": "_expand_conv",
     "expand.bn": "_bn0",
@@ -39,7 +34,9 @@ _TOP_LAYERS = {
 }
 
 
-def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
+def import_weights(
+    model: Any, ir: ModelIR, *, label: str = "efficientnet-pytorch model", skip_head: bool = False
+) -> dict[str, np.ndarray]:
     """Canonical weights from an ``efficientnet_pytorch.EfficientNet`` (a torch module)."""
 
     def locate(op: Op, role: str, block: Block | None) -> str:
@@ -52,4 +49,4 @@ def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
     def convert(_op: Op, _suffix: str, tensor: Any) -> np.ndarray:
         return to_numpy(tensor).copy()
 
-    return gather(ir, state_of(model), locate, _SUFFIXES, convert, "efficientnet-pytorch model", ".")
+    return gather(ir, state_of(model), locate, TORCH_SUFFIXES, convert, label, ".", skip_head=skip_head)

@@ -14,19 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from specdsl.interop._common import gather
+from specdsl.interop._common import TORCH_SUFFIXES, gather
 from specdsl.ir import Block, ModelIR
 from specdsl.passes.lower import CondConv, Op
 from specdsl.vocabulary import BlockKind
 from specdsl.weights import state_of, to_numpy
 
-_BN = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
-_SUFFIXES = {
-    "conv": {"weight": "weight", "bias": "bias"},
-    "cond_conv": {"weight": "weight"},
-    "batch_norm": _BN,
-    "linear": {"weight": "weight", "bias": "bias"},
-}
 _TOP_LAYERS = {"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head", "head.bn": "bn2"}
 #: Per block kind (and whether an mbconv expands): canonical unit -> geffnet module.
 _UNITS = {
@@ -57,7 +50,9 @@ def _module(role: str, block: Block) -> str:
     return units[unit] + (f".{group}" if group else "")
 
 
-def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
+def import_weights(
+    model: Any, ir: ModelIR, *, label: str = "gen-efficientnet model", skip_head: bool = False
+) -> dict[str, np.ndarray]:
     """Canonical weights from a ``geffnet`` model (``GenEfficientNet`` or ``MobileNetV3``, a torch module)."""
 
     def locate(_op: Op, role: str, block: Block | None) -> str:
@@ -71,4 +66,4 @@ def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
             array = array.reshape(op.experts, *op.expert_shape)
         return array
 
-    return gather(ir, state_of(model), locate, _SUFFIXES, convert, "gen-efficientnet model", ".")
+    return gather(ir, state_of(model), locate, TORCH_SUFFIXES, convert, label, ".", skip_head=skip_head)

@@ -6,6 +6,7 @@ names and layout as `keras_layout` states (HWIO -> OIHW and so on). Preprocessin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,13 @@ def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
         for variable in layer.weights:
             short = getattr(variable, "path", variable.name).rsplit("/", 1)[-1].split(":")[0]
             source[f"{layer.name}/{short}"] = variable
-    dw = "dwconv2" if any(key.split("/")[0].endswith("_dwconv2") for key in source) else "dwconv"
+    return import_variables(source, ir, label=f"keras model '{model.name}'")
+
+
+def layer_of(ir: ModelIR, source_names: Iterable[str]) -> Callable[[Op, str, Block | None], str]:
+    """The keras.applications layer that holds each weighted op (``block1a_dwconv``, ``top_conv``); whether
+    depthwise layers are V2's ``dwconv2`` or V1's ``dwconv`` is read from the source's layer names."""
+    dw = "dwconv2" if any(key.split("/")[0].endswith("_dwconv2") for key in source_names) else "dwconv"
 
     def locate(_op: Op, role: str, block: Block | None) -> str:
         if block is None:
@@ -57,7 +64,16 @@ def import_weights(model: Any, ir: ModelIR) -> dict[str, np.ndarray]:
         part = _SPATIAL_LAYERS[block.kind].get(role) or _BLOCK_LAYERS[role]
         return f"block{block.stage + 1}{chr(97 + block.index)}_{part.format(dw=dw)}"
 
+    return locate
+
+
+def import_variables(
+    source: Mapping[str, Any], ir: ModelIR, *, label: str, skip_head: bool = False
+) -> dict[str, np.ndarray]:
+    """Canonical weights from ``{"<layer>/<variable>": array}`` (``block1a_dwconv/depthwise_kernel``), as a
+    keras.applications model or its legacy ``.h5`` weights file names them."""
+
     def convert(op: Op, suffix: str, variable: Any) -> np.ndarray:
         return from_keras(np.asarray(variable, dtype=np.float32), layout_of(op, suffix))
 
-    return gather(ir, source, locate, VARIABLES, convert, f"keras model '{model.name}'", "/")
+    return gather(ir, source, layer_of(ir, source), VARIABLES, convert, label, "/", skip_head=skip_head)
