@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from specdsl import __version__
-from specdsl.cli import commands, files, grid, train
+from specdsl.cli import commands, files, grid, train, weights
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -193,10 +193,21 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
     onnx.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}", help="ONNX opset (default: 18)")
     onnx.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes (default: folded)")
+    edge = build.add_argument_group("quantization (onnx: int8; keras --export tflite: float16, int8; docs/edge.md)")
+    edge.add_argument(
+        "--quantize", choices=["int8", "float16"], help="quantize the model file (int8 needs --calibration)"
+    )
+    edge.add_argument("--calibration", metavar="DATA", help="calibration images: an ImageFolder or builtin:digits")
+    edge.add_argument("--calibration-images", type=int, metavar="N", help="calibrate on N train images (default: 200)")
+    edge.add_argument(
+        "--calibration-method", choices=["minmax", "entropy", "percentile"], help="onnx: range estimate (minmax)"
+    )
+    edge.add_argument("--int8-io", action="store_true", help="tflite int8: int8 input and output (EdgeTPU)")
     build.set_defaults(run=commands.cmd_build)
 
     train.add_parser(sub)
     grid.add_parser(sub, [specs])
+    weights.add_parser(sub, [specs])
 
     plot = sub.add_parser(
         "plot",

@@ -234,3 +234,41 @@ def import_file(
         **preprocessing(ir),
     }
     return state, metadata
+
+
+def _is_preprocessing(name: str) -> bool:
+    """A Keras file's input-normalisation state (mean, variance, count): not part of the network."""
+    return name.startswith(("normalization", "rescaling", "layers/normalization", "layers/rescaling"))
+
+
+def inspect_file(path: str | Path, format: str | None = None) -> dict[str, Any]:
+    """What a weights file is: its container, format, tensor and parameter counts, and the shipped specs whose
+    canonical tensors it fills exactly (every tensor matched by name rule and shape, none left over)."""
+    from specdsl import api
+    from specdsl.frontend.loader import library_specs
+    from specdsl.weights import canonical_shapes
+
+    container, tensors = read_tensors(path)
+    format = format or detect(container, list(tensors), f"weights file {path}")
+    network = {name: value for name, value in tensors.items() if not _is_preprocessing(name)}
+    network = {name: value for name, value in network.items() if not name.endswith("num_batches_tracked")}
+    params = sum(int(np.prod(value.shape)) for value in network.values())
+    fits = []
+    for name in library_specs():
+        ir = api.load(name)
+        shapes = canonical_shapes(ir)
+        if len(shapes) != len(network) or sum(int(np.prod(s)) for s in shapes.values()) != params:
+            continue
+        try:
+            to_canonical(ir, tensors, format, label=str(path))
+        except WeightsError:
+            continue
+        fits.append(name)
+    return {
+        "file": str(path),
+        "container": container,
+        "format": format,
+        "tensors": len(network),
+        "params": params,
+        "fits": fits,
+    }
