@@ -125,8 +125,9 @@ def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
     raise NotImplementedError(f"the reference executor has no rule for op kind {op.op!r}")
 
 
-def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None) -> Array:
-    """Inference of ``net`` on NCHW ``x`` (float64 throughout); the output of op ``until`` if given, else logits.
+def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None) -> Array | list[Array]:
+    """Inference of ``net`` on NCHW ``x`` (float64 throughout); the output of op ``until`` if given, else logits,
+    or for a backbone (``net.taps``) the list of its tapped maps, in tap order.
 
     Checks every op's output against the shape the lowering states.
     """
@@ -141,6 +142,8 @@ def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = 
         values[op.name] = out
         if op.name == until:
             return out
+    if net.taps:
+        return [values[tap.name] for tap in net.taps]
     return values[net.output]
 
 

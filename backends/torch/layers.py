@@ -234,8 +234,11 @@ def _execute(steps: tuple[_Step, ...], values: dict[int, torch.Tensor]) -> None:
             del values[slot]
 
 
-def _program(root: nn.Module, ops: list[OpSpec], start: str, result: str) -> tuple[int, int, tuple[_Segment, ...]]:
-    """Steps from op ``start``'s output (or "input") to op ``result``'s, grouped into segments.
+def _program(
+    root: nn.Module, ops: list[OpSpec], start: str, result: str, keep: tuple[str, ...] = ()
+) -> tuple[int, int, tuple[_Segment, ...]]:
+    """Steps from op ``start``'s output (or "input") to op ``result``'s, grouped into segments; the outputs of the
+    ops in ``keep`` (feature taps) stay available to the end.
 
     Value slots are op positions (0 is the input). An op whose module is an ``nn.Identity`` (a BN folded
     into its conv) is skipped: its output is its input's slot.
@@ -253,8 +256,10 @@ def _program(root: nn.Module, ops: list[OpSpec], start: str, result: str) -> tup
             continue
         rows.append((op, parent, attr, inputs))
     final = slot[result]
+    kept = {final, *(slot[name] for name in keep)}
     last_read = {s: index for index, row in enumerate(rows) for s in row[3]}
-    last_read.pop(final, None)
+    for s in kept:
+        last_read.pop(s, None)
     steps = [
         _Step(parent, attr, inputs, slot[op["name"]], tuple(sorted({s for s in inputs if last_read.get(s) == index})))
         for index, (op, parent, attr, inputs) in enumerate(rows)
@@ -268,7 +273,7 @@ def _program(root: nn.Module, ops: list[OpSpec], start: str, result: str) -> tup
             stop += 1
         written = {step.output for step in steps[index:stop]}
         read = [s for step in steps[index:stop] for s in step.inputs]
-        later = {s for step in steps[stop:] for s in step.inputs} | {final}
+        later = {s for step in steps[stop:] for s in step.inputs} | kept
         segments.append(
             _Segment(
                 block,
@@ -301,9 +306,26 @@ def _frozen_running_stats(norms: list[_BatchNorm]) -> Iterator[None]:
                 norm.num_batches_tracked.copy_(count)
 
 
+class FeatureInfo(list):
+    """A backbone's feature maps, one dict per tap (``num_chs``, ``reduction``, ``module``: the op's name), as
+    timm's ``feature_info``, with its accessors."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
 class EfficientNet(nn.Module):
     """A lowered network as a module: ``forward_features`` runs up to the final feature map, ``forward_head``
     from there to the logits.
+
+    A backbone (the lowering has ``taps``: no head) returns the list of its tapped feature maps from
+    ``forward``, described by ``feature_info`` as in timm.
 
     ``memory_efficient=True`` checkpoints every block while training with autograd on: block
     activations are recomputed in backward instead of stored. Eval mode, and therefore export,
@@ -315,16 +337,29 @@ class EfficientNet(nn.Module):
         self.network = network
         self.memory_efficient = memory_efficient
         self.fused = False
+        self.taps: tuple[str, ...] = tuple(tap["name"] for tap in network.get("taps", ()))
+        self.feature_info = FeatureInfo(
+            {"num_chs": tap["channels"], "reduction": tap["reduction"], "module": tap["name"]}
+            for tap in network.get("taps", ())
+        )
         for op in network["ops"]:
             _place(self, op["name"], OP_MODULES[op["op"]](op))
         self._compile()
 
     def _compile(self) -> None:
         ops, features = self.network["ops"], self.network["features"]
-        self._features_program = _program(self, ops, "input", features)
+        self._features_program = _program(self, ops, "input", features, self.taps)
         self._head_program = _program(self, ops, features, self.network["output"])
+        slot = {"input": 0, **{op["name"]: index + 1 for index, op in enumerate(ops)}}
+        for op in ops:  # a folded BN's output is its conv's slot (as in `_program`)
+            path, _, attr = op["name"].rpartition(".")
+            if isinstance(getattr(self.get_submodule(path), attr), nn.Identity):
+                slot[op["name"]] = slot[op["inputs"][0]]
+        self._tap_slots = tuple(slot[name] for name in self.taps)
 
-    def _run(self, program: tuple[int, int, tuple[_Segment, ...]], x: torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, program: tuple[int, int, tuple[_Segment, ...]], x: torch.Tensor, taps: tuple[int, ...] = ()
+    ) -> torch.Tensor | list[torch.Tensor]:
         start, final, segments = program
         values = {start: x}
         recompute = self.memory_efficient and self.training and torch.is_grad_enabled()
@@ -343,17 +378,19 @@ class EfficientNet(nn.Module):
             values.update(zip(segment.outputs, outputs, strict=True))
             for slot in segment.release:
                 del values[slot]
-        return values[final]
+        return [values[slot] for slot in taps] if taps else values[final]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final feature map, before pooling."""
+        """The final feature map, before pooling (a backbone's: its last tap)."""
         return self._run(self._features_program, x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Feature map -> logits: pooling, dropout, classifier (and whatever else the lowering puts there)."""
         return self._run(self._head_program, features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.taps:
+            return self._run(self._features_program, x, self._tap_slots)
         return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
@@ -470,7 +507,8 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_canonical(model: EfficientNet, state: Mapping[str, torch.Tensor]) -> None:
-    """Load canonical weights: every parameter and running stat must be present, nothing extra; floating point
+    """Load canonical weights: every parameter and running stat must be present, nothing extra (a backbone ignores
+    the head's); floating point
     (any float dtype is cast), finite, BN variances not negative. (`specdsl.weights` checks the same before a
     build; this is the standalone file's own check, which cannot import specdsl.)"""
     for name, tensor in state.items():
@@ -485,6 +523,9 @@ def load_canonical(model: EfficientNet, state: Mapping[str, torch.Tensor]) -> No
     for module in model.modules():
         if isinstance(module, _BatchNorm):
             module.reset_running_stats()  # the batch counters are not canonical: they restart at zero
+    if model.taps:  # a backbone reads the full network's weights and ignores the head's
+        own = model.state_dict()
+        state = {name: tensor for name, tensor in state.items() if name in own}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [name for name in missing if not name.endswith("num_batches_tracked")]
     if missing or unexpected:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from specdsl.ir import ModelIR
+from specdsl.passes.features import Features
 from specdsl.passes.lower import lower
 
 from .layers import EfficientNet, materialize
@@ -16,9 +17,9 @@ from .layers import EfficientNet, materialize
 Weights = str | Path | Mapping[str, Any] | None
 
 
-def network_json(ir: ModelIR) -> dict[str, Any]:
-    """What `layers.EfficientNet` is built from: the lowering of ``ir`` in its JSON form."""
-    return lower(ir).to_json()
+def network_json(ir: ModelIR, features: Features = None, out_indices: Sequence[int] | None = None) -> dict[str, Any]:
+    """What `layers.EfficientNet` is built from: the lowering of ``ir`` (a backbone's with ``features``) as JSON."""
+    return lower(ir, features=features, out_indices=out_indices).to_json()
 
 
 def build(
@@ -29,6 +30,8 @@ def build(
     deploy: bool = False,
     memory_efficient: bool = False,
     device: torch.device | str | None = None,
+    features: Features = None,
+    out_indices: Sequence[int] | None = None,
 ) -> EfficientNet:
     """Translate ``ir`` into a model.
 
@@ -36,18 +39,22 @@ def build(
     tensors, as `specdsl.weights.load` and the importers return); without it, parameters get the
     reference init drawn from ``seed``. ``deploy``: fold BN into the convs and switch to eval
     (inference only). ``memory_efficient``: recompute block activations in backward while training.
-    ``device="meta"`` builds shapes only (no init, no memory).
+    ``device="meta"`` builds shapes only (no init, no memory). ``features`` / ``out_indices``: a backbone
+    (`specdsl.passes.features`) whose forward returns its tapped maps; it reads the full canonical weights and
+    ignores the head's tensors.
     """
     from specdsl import weights as canonical
 
     meta = device is not None and torch.device(device).type == "meta"
     if meta and weights is not None:
         raise ValueError("a model on the meta device holds no values: build it without weights")
+    net = lower(ir, features=features, out_indices=out_indices)
     with torch.device("meta"):
-        model = EfficientNet(network_json(ir), memory_efficient=memory_efficient)
+        model = EfficientNet(net.to_json(), memory_efficient=memory_efficient)
     if not meta:
         state = canonical.read(weights, ir)
-        tensors = None if state is None else {name: torch.as_tensor(value) for name, value in state.items()}
+        kept = net.tensors()
+        tensors = None if state is None else {name: torch.as_tensor(v) for name, v in state.items() if name in kept}
         model = materialize(model, tensors, seed)
         if device is not None:
             model = model.to(device)

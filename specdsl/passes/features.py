@@ -63,10 +63,13 @@ def _block_outputs(net: LoweredNetwork) -> dict[int, str]:
     return {op.block: op.name for op in net.ops if op.block is not None}
 
 
-def _strides(net: LoweredNetwork, reduction: dict[str, int]) -> list[str]:
+def _stem_output(net: LoweredNetwork) -> list[str]:
     first_block = next((i for i, op in enumerate(net.ops) if op.block is not None), len(net.ops))
-    candidates = [net.ops[first_block - 1].name] if first_block > 0 else []  # the stem's output
-    candidates += list(_block_outputs(net).values())
+    return [net.ops[first_block - 1].name] if first_block > 0 else []
+
+
+def _strides(net: LoweredNetwork, reduction: dict[str, int]) -> list[str]:
+    candidates = _stem_output(net) + list(_block_outputs(net).values())
     last: dict[int, str] = {}
     for name in candidates:
         last[reduction[name]] = name
@@ -78,7 +81,8 @@ def _expansion(net: LoweredNetwork, reduction: dict[str, int]) -> list[str]:
     last: dict[int, int] = {}
     for block, name in outputs.items():
         last[reduction[name]] = block
-    taps = []
+    # a stem whose reduction no block keeps (the first block strides) is that reduction's tap, as in timm
+    taps = [stem for stem in _stem_output(net) if reduction[stem] not in last]
     for block in last.values():
         ops = [op for op in net.ops if op.block == block]
         project = next((op for op in ops if ".project." in op.name), None)
