@@ -7,7 +7,9 @@ from typing import Any
 
 import onnx_ir
 
+from specdsl.calibration import Calibration
 from specdsl.ir import ModelIR
+from specdsl.passes.lower import lower
 
 from ..naming import file_stem
 from .model import Weights, build
@@ -32,8 +34,31 @@ def save(model: onnx_ir.Model, path: Path) -> list[Path]:
     return [path, data]
 
 
-def emit(ir: ModelIR, out_dir: str | Path, *, weights: Weights = None, seed: int = 0, **options: Any) -> list[Path]:
+def emit(
+    ir: ModelIR,
+    out_dir: str | Path,
+    *,
+    weights: Weights = None,
+    seed: int = 0,
+    quantize: str | None = None,
+    calibration: Calibration | None = None,
+    **options: Any,
+) -> list[Path]:
     """Write the model of ``ir`` into ``out_dir`` as ``<name>.onnx``; ``options`` are `build`'s (dtype,
-    dynamic_size, opset, keep_bn). Nothing else is written there but its external data file."""
+    dynamic_size, opset, keep_bn). Nothing else is written there but its external data file.
+
+    ``quantize="int8"`` with ``calibration`` (`specdsl.calibration.load`): the static int8 QDQ model of
+    `quantize.quantize` instead, checked against fp32 on the calibration's held-out images."""
+    from . import quantize as int8
+
+    int8.check_quantize(
+        calibrated=calibration is not None,
+        method=calibration.method if calibration else None,
+        quantize=quantize,
+        **options,
+    )
     model = build(ir, weights=weights, seed=seed, **options)
+    if quantize is not None:
+        assert calibration is not None  # int8.check
+        model = int8.quantize(model, lower(ir), calibration)
     return save(model, Path(out_dir) / f"{file_stem(ir.name)}.onnx")

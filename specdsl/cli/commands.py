@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from specdsl import api, limits
-from specdsl.cli import inputs
+from specdsl.cli import edge, inputs
 from specdsl.cli.files import preflight, staged_output, write_file
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
@@ -272,6 +272,8 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
         "dynamic_size": args.dynamic_size,
         "opset": args.opset,
         "keep_bn": args.keep_bn,
+        "quantize": args.quantize,
+        "int8_io": args.int8_io,
     }
     options = {name: value for name, value in given.items() if value is not None and value is not False}
     unsupported = unsupported_options(backend, options)
@@ -285,7 +287,7 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
 #: a directory: its ``saved_model.pb`` stands for it). `build`'s pre-flight reads it; a test checks it against
 #: what the backends write.
 BUILD_OUTPUTS = {"torch": (".py", ".safetensors"), "onnx": (".onnx",), "keras": (".keras",)}
-EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb"}
+EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb", "tflite": ".tflite"}
 
 #: TensorFlow's native start-up log lines (absl's pre-init warning, INFO lines such as oneDNN's notice): noise for
 #: a command-line user. Some are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so they are filtered.
@@ -348,7 +350,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or Path("build", file_stem(ir.name)))
     preflight(out_dir, _planned_outputs(args.backend, file_stem(ir.name), args.export), force=args.force)
     weights = _read_weights(args.weights, ir) if args.weights else None
-    options = {"weights": weights, "seed": args.seed, **options}
+    calibration = edge.calibration(args, backend, ir, options)  # --quantize: checked, its data read (docs/edge.md)
+    options = {
+        "weights": weights,
+        "seed": args.seed,
+        **options,
+        **({"calibration": calibration} if calibration else {}),
+    }
     report = api.analyze(ir)
     started = time.perf_counter()
     with staged_output(out_dir, force=args.force) as staging:
@@ -359,10 +367,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     written += [path for path in staging.published if path not in written]
     print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.json:
-        _print_json({"report": report.model_dump(mode="json"), "written": [str(path) for path in written]})
+        quantization = {"quantization": calibration.measured} if calibration else {}
+        _print_json(
+            {"report": report.model_dump(mode="json"), "written": [str(path) for path in written], **quantization}
+        )
         return 0
     print(report_table(report))
     print()
+    if calibration:
+        print("\n".join(edge.measured_lines(calibration.measured)))
     for path in written:
         print(f"wrote {path}")
     return 0
