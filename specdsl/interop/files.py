@@ -241,6 +241,14 @@ def _is_preprocessing(name: str) -> bool:
     return name.startswith(("normalization", "rescaling", "layers/normalization", "layers/rescaling"))
 
 
+def _is_statistic(name: str) -> bool:
+    """A BN running statistic (not a parameter), in any format's names; Keras 3 stores a BN's as vars 2 and 3."""
+    if name.startswith("layers/batch_normalization"):
+        return name.endswith(("/vars/2", "/vars/3"))
+    last = name.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+    return last in ("running_mean", "running_var", "moving_mean", "moving_variance")
+
+
 def inspect_file(path: str | Path, format: str | None = None) -> dict[str, Any]:
     """What a weights file is: its container, format, tensor and parameter counts, and the shipped specs whose
     canonical tensors it fills exactly (every tensor matched by name rule and shape, none left over)."""
@@ -252,12 +260,12 @@ def inspect_file(path: str | Path, format: str | None = None) -> dict[str, Any]:
     format = format or detect(container, list(tensors), f"weights file {path}")
     network = {name: value for name, value in tensors.items() if not _is_preprocessing(name)}
     network = {name: value for name, value in network.items() if not name.endswith("num_batches_tracked")}
-    params = sum(int(np.prod(value.shape)) for value in network.values())
+    params = sum(int(np.prod(value.shape)) for name, value in network.items() if not _is_statistic(name))
     fits = []
     for name in library_specs():
         ir = api.load(name)
         shapes = canonical_shapes(ir)
-        if len(shapes) != len(network) or sum(int(np.prod(s)) for s in shapes.values()) != params:
+        if len(shapes) != len(network) or api.analyze(ir).params != params:
             continue
         try:
             to_canonical(ir, tensors, format, label=str(path))
