@@ -7,12 +7,13 @@ from pathlib import Path
 import keras
 
 from specdsl.backends import BackendUnavailable
+from specdsl.calibration import Calibration
 from specdsl.ir import ModelIR
 
 from ..naming import file_stem
 from .model import Weights, build
 
-EXPORTS = ("saved_model",)
+EXPORTS = ("saved_model", "tflite")
 
 
 def emit(
@@ -24,16 +25,27 @@ def emit(
     deploy: bool = False,
     export: str | None = None,
     include_preprocessing: bool = False,
+    quantize: str | None = None,
+    calibration: Calibration | None = None,
+    int8_io: bool = False,
 ) -> list[Path]:
     """Write ``<name>.keras`` into ``out_dir`` (and ``<name>_saved_model/`` for TF Serving with export='saved_model').
 
     The ``.keras`` file holds only stock Keras layers: ``keras.models.load_model(path, safe_mode=True)`` reads it on
     any Keras backend without specdsl. The SavedModel needs Keras's TensorFlow backend.
+
+    ``export="tflite"``: also ``<name>.tflite`` converted from this model (`tflite.convert`: ``quantize``
+    float16 or int8 with ``calibration``, ``int8_io``; docs/edge.md).
     """
+    from .tflite import check_quantize
+
+    check_quantize(calibrated=calibration is not None, quantize=quantize, int8_io=int8_io, export=export)
     if export is not None and export not in EXPORTS:
         raise ValueError(f"the Keras backend exports {', '.join(EXPORTS)}, not {export!r}")
-    if export == "saved_model" and keras.backend.backend() != "tensorflow":
-        raise BackendUnavailable(f"a SavedModel needs Keras's TensorFlow backend, not {keras.backend.backend()!r}")
+    if export in EXPORTS and keras.backend.backend() != "tensorflow":
+        raise BackendUnavailable(
+            f"a SavedModel or TFLite file needs Keras's TensorFlow backend, not {keras.backend.backend()!r}"
+        )
     out_dir = Path(out_dir)
     stem = file_stem(ir.name)
     model = build(ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing)
@@ -44,4 +56,10 @@ def emit(
         saved = out_dir / f"{stem}_saved_model"
         model.export(saved, format="tf_saved_model", verbose=False)
         paths.append(saved)
+    if export == "tflite":
+        from .tflite import convert
+
+        tflite = out_dir / f"{stem}.tflite"
+        tflite.write_bytes(convert(model, quantize=quantize, calibration=calibration, int8_io=int8_io))
+        paths.append(tflite)
     return paths
