@@ -59,6 +59,16 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and after the last)")
     run.add_argument("--stop-at-epoch", type=int, metavar="N", help="stop after N epochs; --resume continues")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tune = train.add_argument_group("fine-tuning (docs/weights.md)")
+    tune.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from these weights (canonical, or any file `specdsl weights import` reads); a classifier of "
+        "another class count is rebuilt for the data",
+    )
+    tune.add_argument("--freeze", metavar="stages.N", help="freeze the stem and stages 0..N (BN statistics too)")
+    tune.add_argument("--freeze-bn", action="store_true", help="freeze every BN's statistics")
+    tune.add_argument("--lr-decay", type=float, metavar="F", help="layer-wise learning-rate decay, head to stem")
     train.set_defaults(run=cmd_train)
 
 
@@ -121,10 +131,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         quiet=args.quiet,
+        init=args.init,
+        freeze=args.freeze,
+        freeze_bn=args.freeze_bn,
+        lr_decay=args.lr_decay,
     )
     check_options(options)
     ir = resolve(with_recipe(load_document(args.spec), overrides, sources))
-    check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
+    tuned = args.init is not None or args.freeze is not None or args.freeze_bn or args.lr_decay is not None
+    if not tuned:  # a fine-tuned run's resolved spec depends on the data and the init: checked by `train`
+        check_run_dir(Path(args.output), run_spec_text(ir), resume=args.resume, force=args.force)
     try:
         from specdsl.training.api import train
     except ImportError as error:

@@ -25,6 +25,10 @@ def role(op: Op, ir: ModelIR) -> tuple[str, Block | None]:
     return op.name.removeprefix(f"{block_prefix(block)}."), block
 
 
+class HeadMismatch(WeightsError):
+    """The source fits but for its classifier, which has another class count."""
+
+
 #: PyTorch's parameter names for each canonical suffix (every torch source keeps the canonical ones).
 TORCH_SUFFIXES: dict[str, dict[str, str]] = {
     "conv": {"weight": "weight", "bias": "bias"},
@@ -86,7 +90,7 @@ def gather(
             state[name] = array
     if head is not None:
         problems = [p for p in problems if "'classifier." not in p]
-        raise WeightsError(
+        raise (WeightsError if problems else HeadMismatch)(
             f"{label} does not fit {ir.name}: {_listed([head, *problems])} "
             "(pass --skip-head to leave the classifier to the trainer)"
         )

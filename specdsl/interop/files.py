@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from specdsl.interop import efficientnet_pytorch, geffnet, keras_applications, torchvision
+from specdsl.interop._common import TORCH_SUFFIXES, gather
 from specdsl.interop.keras_layout import VARIABLES
 from specdsl.ir import ModelIR
-from specdsl.passes.lower import BatchNorm, Conv, Linear, lower, weighted_ops
+from specdsl.passes.lower import BatchNorm, Conv, Linear, Op, lower, weighted_ops
 from specdsl.weights import WeightsError, _checked_values, _read_file, initial
 
-#: The formats `import_file` reads, as ``--from`` names them.
-FORMATS = ("timm", "efficientnet-pytorch", "keras", "torchvision")
+#: The formats `import_file` reads, as ``--from`` names them (``specdsl``: canonical weights, for ``train --init``).
+FORMATS = ("timm", "efficientnet-pytorch", "keras", "torchvision", "specdsl")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 #: Keys under which training scripts nest a model's state dict inside a checkpoint dict.
 _NESTED = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
@@ -124,6 +125,8 @@ def detect(container: str, names: list[str], source: str) -> str:
     """The format whose names a file's tensors carry."""
     if container == "hdf5":
         return "keras"
+    if "stem.conv.weight" in names:
+        return "specdsl"
     if any(name.startswith(("_conv_stem.", "_blocks.")) for name in names):
         return "efficientnet-pytorch"
     if any(name.startswith("features.0.0.") for name in names):
@@ -172,12 +175,19 @@ def _keras3_names(ir: ModelIR, tensors: Mapping[str, Any]) -> dict[str, Any]:
     return renamed
 
 
+def _copy(_op: Op, _suffix: str, tensor: Any) -> np.ndarray:
+    return np.asarray(tensor)
+
+
 def to_canonical(
     ir: ModelIR, tensors: Mapping[str, Any], format: str, *, label: str, skip_head: bool = False
 ) -> dict[str, np.ndarray]:
     """A file's tensors in ``format``'s names as the canonical weights of ``ir`` (the head from the reference init
     with ``skip_head``), values checked."""
-    if format == "timm":
+    if format == "specdsl":  # canonical names already: matched and checked by the same walk
+        state = gather(ir, tensors, lambda op, _role, _block: op.name, TORCH_SUFFIXES, _copy, label, ".",
+                       skip_head=skip_head)  # fmt: skip
+    elif format == "timm":
         state = geffnet.import_weights(tensors, ir, label=label, skip_head=skip_head)
     elif format == "efficientnet-pytorch":
         state = efficientnet_pytorch.import_weights(tensors, ir, label=label, skip_head=skip_head)

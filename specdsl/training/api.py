@@ -15,6 +15,7 @@ from specdsl.errors import SpecError
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
+from specdsl.training import finetune
 from specdsl.training.data import open_source, with_train_subset
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
@@ -79,6 +80,15 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
     try:
         _check_options(options, ctx)
         source = with_train_subset(open_source(options.data, ir.in_channels), options.train_images)
+        ir, tuning = finetune.prepare(
+            ir,
+            len(source.classes),
+            init=options.init,
+            freeze=options.freeze,
+            freeze_bn=options.freeze_bn,
+            lr_decay=options.lr_decay,
+        )
+        spec_text = finetune.spec_text(ir, tuning)
         if len(source.classes) != ir.head.classes:
             raise SpecError(
                 f"{source.name} has {len(source.classes)} classes but the network has {ir.head.classes} outputs: "
@@ -86,6 +96,8 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
                 path=str(spec) if not isinstance(spec, ModelIR) else ir.name,
             )
         _prepare_run_dir(run_dir, spec_text, options, ctx)
+        if ctx.is_main:
+            finetune.say(tuning, options.quiet)
         settings = LoopSettings(
             seed=options.seed,
             workers=options.workers,
@@ -99,7 +111,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
             quiet=options.quiet,
             plot=options.plot,
         )
-        trainer = Trainer(ir, source, run_dir, ctx, settings)
+        trainer = Trainer(ir, source, run_dir, ctx, settings, tuning)
         if options.resume:
             trainer.resume()
         started_at = trainer.progress.epoch

@@ -36,6 +36,7 @@ from specdsl.training.data import Normalize, Source, TrainImages, batches
 from specdsl.training.distributed import Context, synchronize_batch_norm
 from specdsl.training.ema import WeightAverage
 from specdsl.training.evaluate import EvalResult, evaluate, held_out, torch_predictor
+from specdsl.training.finetune import Tuning
 from specdsl.training.log import append_metrics, progress_bar, read_metrics, truncate_metrics
 from specdsl.training.optim import build_optimizer, set_learning_rate
 from specdsl.training.plot import plot_run
@@ -77,8 +78,17 @@ def seed_process(seed: int) -> None:
 class Trainer:
     """One run of ``ir``'s recipe on ``source``, writing into ``run_dir`` (rank 0 only)."""
 
-    def __init__(self, ir: ModelIR, source: Source, run_dir: Path, ctx: Context, settings: LoopSettings) -> None:
+    def __init__(
+        self,
+        ir: ModelIR,
+        source: Source,
+        run_dir: Path,
+        ctx: Context,
+        settings: LoopSettings,
+        tuning: Tuning | None = None,
+    ) -> None:
         self.ir, self.source, self.run_dir, self.ctx, self.settings = ir, source, run_dir, ctx, settings
+        self.tuning = tuning  # fine-tuning: the init, frozen layers, layer-wise learning rates
         self.recipe = ir.training
         self.plan = schedule_of(ir)
         self.net = lower(ir)
@@ -103,9 +113,10 @@ class Trainer:
 
         self.model = build(ir, seed=settings.seed, memory_efficient=settings.memory_efficient).to(ctx.device)
         self.model = self.model.to(memory_format=self.memory_format)
+        lr_scales = None if tuning is None else tuning.apply(self.model)  # before the EMA copies the weights
         if ctx.distributed:
             synchronize_batch_norm(self.model, ctx.device)
-        self.optimizer = build_optimizer(self.model, self.net, recipe)
+        self.optimizer = build_optimizer(self.model, self.net, recipe, lr_scales)
         self.ema = WeightAverage(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         self.eval_model = None  # rank 0 evaluates
         if ctx.is_main:
@@ -251,6 +262,8 @@ class Trainer:
         if current_rates(self.model, list(rates)) != rates:  # a bug: the model would not train the plan
             raise RuntimeError("the model's dropout / drop-path modules did not take the stage's rates")
         self.model.train()
+        if self.tuning is not None:
+            self.tuning.freeze_statistics(self.model)
         dataset = TrainImages(
             self.source.train,
             size=stage.image_size,

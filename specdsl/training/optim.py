@@ -3,7 +3,7 @@ on the conv and linear weights only, as google/automl excludes biases and batch-
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -66,14 +66,29 @@ def decayed_names(net: LoweredNetwork) -> set[str]:
     return {f"{op.name}.weight" for op in net.ops if op.op in ("conv", "linear")}
 
 
-def build_optimizer(model: nn.Module, net: LoweredNetwork, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``model``'s parameters (canonical names), learning rate set per step later."""
+def build_optimizer(
+    model: nn.Module, net: LoweredNetwork, recipe: TrainingRecipe, lr_scales: Mapping[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model``'s parameters (canonical names), learning rate set per step later.
+
+    With ``lr_scales`` (fine-tuning: the trainable parameters' learning-rate multipliers, `finetune.Tuning`), only
+    the parameters it names are optimised, grouped by multiplier (``lr_scale`` in each group)."""
     decayed = decayed_names(net)
     named = list(model.named_parameters())
     groups = [
         {"params": [p for name, p in named if name in decayed], "weight_decay": recipe.weight_decay},
         {"params": [p for name, p in named if name not in decayed], "weight_decay": 0.0},
     ]
+    if lr_scales is not None:
+        keys = sorted({(name in decayed, scale) for name, scale in lr_scales.items()}, key=lambda k: (-k[0], -k[1]))
+        groups = [
+            {
+                "params": [p for name, p in named if lr_scales.get(name) == scale and (name in decayed) == decay],
+                "weight_decay": recipe.weight_decay if decay else 0.0,
+                "lr_scale": scale,
+            }
+            for decay, scale in keys
+        ]
     if recipe.optimizer == "rmsprop_tf":
         return RMSpropTF(groups, decay=recipe.rmsprop_decay, momentum=recipe.momentum, eps=recipe.epsilon)
     if recipe.optimizer == "sgd":
@@ -83,4 +98,4 @@ def build_optimizer(model: nn.Module, net: LoweredNetwork, recipe: TrainingRecip
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -44,6 +44,10 @@ class TrainOptions:
     plot: bool = True  # draw plot.png at each stage's end (off for many short runs: specdsl grid)
     distributed: bool = True  # under torchrun, join its process group (False: train alone on this rank)
     train_images: int | None = None  # train on a fixed random subset of this many images (proxy runs)
+    init: str | None = None  # fine-tune from these weights (any format `specdsl weights import` reads)
+    freeze: str | None = None  # "stages.N": freeze the stem and stages 0..N
+    freeze_bn: bool = False  # freeze every BN's statistics
+    lr_decay: float | None = None  # layer-wise learning-rate decay from head to stem
 
 
 def _whole(value: Any, flag: str, low: int, high: int, *, optional: bool = False) -> None:
@@ -70,6 +74,9 @@ def check_options(options: TrainOptions) -> None:
     backend = options.compile
     if not (backend is True or backend is False or (isinstance(backend, str) and _BACKEND.fullmatch(backend))):
         raise SpecError(f"not a torch.compile backend name: {shorten(str(backend))!r}", path="--compile-backend")
+    from specdsl.training.finetune import check_flags
+
+    check_flags(options.init, options.freeze, options.freeze_bn, options.lr_decay)
     if not isinstance(options.recipe, Mapping):
         raise SpecError("expected a mapping of training keys to values", path="recipe")
     flags = ("channels_last", "memory_efficient", "deterministic", "resume", "force", "quiet", "plot", "distributed")

@@ -4,7 +4,7 @@ validated like the spec itself) and the run directory's contract."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,11 @@ def with_recipe(
     return doc.model_copy(update={"training": recipe})
 
 
-def run_spec_text(ir: ModelIR) -> str:
-    """The resolved spec of a run: what it trained, and what ``--resume`` must be given again."""
-    return render_document(ir.spec, header=["The spec this run trained (specdsl train): every key spelled out."])
+def run_spec_text(ir: ModelIR, notes: Sequence[str] = ()) -> str:
+    """The resolved spec of a run: what it trained, and what ``--resume`` must be given again; ``notes`` (what a
+    fine-tuned run started from) go into its header."""
+    header = ["The spec this run trained (specdsl train): every key spelled out.", *notes]
+    return render_document(ir.spec, header=header)
 
 
 def has_checkpoint(run_dir: Path) -> bool:
