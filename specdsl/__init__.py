@@ -37,6 +37,7 @@ __all__ = [
     "lower",
     "reference",
     "scale",
+    "train",
     "weights",
 ]
 
@@ -52,12 +53,13 @@ _LAZY = {
     "analyze": ("specdsl.api", "analyze"),
     "scale": ("specdsl.api", "scale"),
     "build": ("specdsl.api", "build"),
+    "train": ("specdsl.api", "train"),
     "weights": ("specdsl.weights", None),
 }
 
 if TYPE_CHECKING:
     from specdsl import reference, weights
-    from specdsl.api import analyze, build, load, loads, scale
+    from specdsl.api import analyze, build, load, loads, scale, train
     from specdsl.errors import SpecError
     from specdsl.ir import ModelIR
     from specdsl.passes.analysis import Report

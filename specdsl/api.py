@@ -200,3 +200,17 @@ def build(
     if deploy:
         options = {"deploy": True, **options}
     return load_backend(backend).build(ir, weights=weights, seed=seed, **options)
+
+
+def train(spec: str | Path | ModelIR, run_dir: str | Path, options: Any = None, **fields: Any) -> Any:
+    """``specdsl train`` as a function: `specdsl.training.train` with its ``TrainOptions`` given whole or as
+    keywords (``specdsl.train("b0", "runs/b0", data="photos/", init="b0.safetensors", freeze="stages.3")``)."""
+    from dataclasses import replace
+
+    from specdsl.training import TrainOptions
+    from specdsl.training import train as run
+
+    unknown = sorted(set(fields) - set(TrainOptions.__dataclass_fields__))
+    if unknown:
+        raise _bad("train", unknown[0], "a TrainOptions field", fields[unknown[0]])
+    return run(spec, run_dir, replace(options or TrainOptions(), **fields))

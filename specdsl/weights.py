@@ -300,3 +300,14 @@ def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[st
         return load(weights, ir)
     validate(weights, ir)
     return _checked_values(state_of(weights), "weights")
+
+
+def import_file(
+    ir: ModelIR, path: str | Path, format: str | None = None, *, skip_head: bool = False
+) -> dict[str, np.ndarray]:
+    """The canonical weights of ``ir`` from a downloaded checkpoint (timm, efficientnet-pytorch, keras, torchvision;
+    the format detected from its tensor names unless given), as ``specdsl weights import`` reads it
+    (`specdsl.interop.files`, which also gives the metadata; docs/weights.md)."""
+    from specdsl.interop.files import import_file as read
+
+    return read(ir, path, format, skip_head=skip_head)[0]

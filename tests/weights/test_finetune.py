@@ -80,7 +80,10 @@ def test_frozen_layers_stay_bit_identical_and_the_head_is_rebuilt(setup: dict[st
 
 
 def test_freeze_bn_keeps_every_statistic(setup: dict[str, Path], tmp_path: Path) -> None:
-    train(setup["spec"], tmp_path / "run", options(setup, freeze_bn=True))
+    specdsl.train(  # the top-level API mirrors the CLI: TrainOptions fields as keywords
+        setup["spec"], tmp_path / "run", data=str(setup["data"]), recipe=RECIPE, threads=1, quiet=True,
+        init=str(setup["init"]), freeze_bn=True,
+    )  # fmt: skip
     init = weights.load(setup["init"], specdsl.load(setup["spec"]))
     tuned = specdsl.loads((tmp_path / "run" / "spec.spec").read_text(), "spec.spec")
     trained = weights.load(tmp_path / "run" / "checkpoint" / "weights.safetensors", tuned)

@@ -160,7 +160,10 @@ def test_cli_import_writes_canonical_weights_with_metadata(tmp_path: Path) -> No
     done = run_cli("weights", "import", "b0", str(path), "-o", str(out))
     assert done.returncode == 0, done.stderr
     ir = specdsl.load("b0")
-    assert weights.load(out, ir).keys() == weights.canonical_shapes(ir).keys()
+    written = weights.load(out, ir)
+    assert written.keys() == weights.canonical_shapes(ir).keys()
+    imported = weights.import_file(ir, path)  # the Python API reads what the CLI wrote
+    assert all(np.array_equal(written[name], imported[name]) for name in written)
     from safetensors import safe_open
 
     with safe_open(out, "numpy") as f:
