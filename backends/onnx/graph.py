@@ -139,16 +139,39 @@ def to_graph(net: LoweredNetwork, tensors: TensorSource, options: GraphOptions) 
         if translate is None:
             raise NotImplementedError(f"the ONNX backend has no translation for op kind {op.op!r} ({op.name})")
         e.values[op.name] = translate(e, op)
-    logits = e.values[net.output]
-    if logits.producer() is None:
-        raise ValueError(f"{net.output} computes nothing in an inference graph; it cannot be the output")
-    logits.name = OUTPUT
-    logits.shape = onnx_ir.Shape([BATCH, *net.shapes()[net.output]])
     return onnx_ir.Graph(
         [e.values[INPUT]],
-        [logits],
+        _tap_outputs(e, net) if net.taps else [_logits(e, net)],
         nodes=e.nodes,
         initializers=list(e.initializers.values()),
         opset_imports={"": options.opset},
         name=net.name,
     )
+
+
+def _logits(e: Emitter, net: LoweredNetwork) -> onnx_ir.Value:
+    logits = e.values[net.output]
+    if logits.producer() is None:
+        raise ValueError(f"{net.output} computes nothing in an inference graph; it cannot be the output")
+    logits.name = OUTPUT
+    logits.shape = onnx_ir.Shape([BATCH, *net.shapes()[net.output]])
+    return logits
+
+
+def _tap_outputs(e: Emitter, net: LoweredNetwork) -> list[onnx_ir.Value]:
+    """A backbone's graph outputs: one per tap, named by the tap, (batch, C, H, W) at the lowering's size or
+    (batch, C, ?, ?) in dynamic-size graphs. A tap on an op that computes nothing here (a folded BN: its value is
+    its conv's) renames that value; only where one value is two taps does the second come from an Identity node."""
+    outputs: list[onnx_ir.Value] = []
+    for tap in net.taps:
+        value = e.values[tap.name]
+        if value.producer() is None or value in outputs:
+            value = e.node("Identity", [value], tap.name, None)
+        value.name = tap.name
+        channels, height, width = tap.shape
+        if e.options.dynamic_size:
+            value.shape = onnx_ir.Shape([BATCH, channels, None, None])
+        else:
+            value.shape = onnx_ir.Shape([BATCH, channels, height, width])
+        outputs.append(value)
+    return outputs

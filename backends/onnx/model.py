@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import onnx
 import onnx_ir
 
 from specdsl.ir import ModelIR
+from specdsl.passes.features import Features, table
 from specdsl.passes.lower import LoweredNetwork, Shape, lower
 
 from .graph import GraphOptions, TensorSource, to_graph
@@ -71,6 +72,7 @@ def metadata(net: LoweredNetwork, options: GraphOptions, dtype: str) -> dict[str
         "input.std": json.dumps(list(net.normalization.std)),
         "batch_norm": "kept" if options.keep_bn else "folded",
         "dtype": dtype,
+        **({"outputs": json.dumps(table(net))} if net.taps else {}),
     }
 
 
@@ -106,18 +108,22 @@ def build(
     dynamic_size: bool = False,
     opset: int = DEFAULT_OPSET,
     keep_bn: bool = False,
+    features: Features = None,
+    out_indices: Sequence[int] | None = None,
 ) -> onnx_ir.Model:
     """The ONNX model of ``ir`` in memory (`onnx_ir.Model`; ``onnx_ir.to_proto`` gives a ModelProto).
 
     ``weights``: a canonical safetensors path or a name -> tensor mapping; without it, the reference
     init drawn from ``seed`` with numpy. ``dtype="float16"``: float16 weights and arithmetic, float32
     input and output. ``dynamic_size``: any input height and width. ``keep_bn``: BatchNormalization
-    nodes instead of folding BN into the convs.
+    nodes instead of folding BN into the convs. ``features`` / ``out_indices``: a backbone
+    (`specdsl.passes.features`), one graph output per tap named by it; it reads the full network's weights and
+    leaves out the head's.
     """
     from specdsl import weights as canonical
 
     check_options(dtype=dtype, opset=opset)
-    net = lower(ir)
+    net = lower(ir, features=features, out_indices=out_indices)
     state = canonical_state(ir, weights, seed)
     if not keep_bn:
         state = canonical.fold_batch_norm(net, state)

@@ -34,15 +34,12 @@ def shipped(name: str, resolution: int = SMALL, seed: int = 30) -> tuple[ModelIR
     return ir, random_weights(ir, seed)
 
 
-def oracle_taps(
-    ir: ModelIR, state: dict[str, np.ndarray], features: object = "strides", *, size: int | None = None, seed: int = 30
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Two NCHW images (at ``size``, default the spec's resolution) and the oracle's taps for them; at another size
-    the oracle runs the lowering at that size (its SAME pads), as a backend with dynamic padding must.
-
-    The images are the calibration images of ``shipped(name, size, seed)``'s weights: activations stay O(1), so
-    float32 rounding stays small."""
-    at_size = at_resolution(ir, size or ir.resolution)
-    x = calibration_images(at_size, seed)[:2]
-    net = lower(at_size, features=features)
-    return x, reference.run(net, state, x)
+@functools.cache
+def oracle_taps(name: str, features: str = "strides", size: int = SMALL) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Two NCHW images at ``size`` and the oracle's taps of ``shipped(name, size)`` for them (computed once per
+    session, for every backend's tests). The oracle runs the lowering at ``size`` (its SAME pads), as a backend
+    built at SMALL with dynamic padding must at another size. The images are the weights' calibration images:
+    activations stay O(1), so float32 rounding stays small."""
+    ir, state = shipped(name, size)
+    x = calibration_images(ir, 30)[:2]
+    return x, reference.run(lower(ir, features=features), state, x)

@@ -69,7 +69,7 @@ def test_taps_equal_the_oracle_at_the_specs_and_another_resolution(name: str, fe
         state = shipped(name, size)[1]
         model = specdsl.build(ir, weights=state, features=features)  # lowered at SMALL: OTHER takes dynamic pads
         assert not any(key.startswith(("classifier", "head.")) for key in model.state_dict())  # no head built
-        x, expected = oracle_taps(ir, state, features, size=size)
+        x, expected = oracle_taps(name, features, size)
         got = torch_taps(model, x)
         assert [g.shape for g in got] == [e.shape for e in expected]
         for g, e in zip(got, expected, strict=True):
