@@ -8,7 +8,7 @@ Inputs are NHWC at the size the network was lowered for; ``resolution=`` re-lowe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,26 @@ def translate(net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool
     values: dict[str, Any] = {INPUT: preprocessing(net)(image) if include_preprocessing else image}
     for op, op_seed in zip(net.ops, op_seeds(seed, len(net.ops)), strict=True):
         values[op.name] = _translate(op, [values[name] for name in op.inputs], op_seed)
+    if net.taps:  # a backbone: one output per tap, named by it (the layer computing it is named after the op)
+        return keras.Model(image, {tap.name: values[tap.name] for tap in net.taps}, name=file_stem(net.name))
     return keras.Model(image, values[net.output], name=file_stem(net.name))
+
+
+#: ``pooling=`` of an ``include_top=False`` model, as keras.applications: the layer applied to the feature map.
+POOLING = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+
+
+def _without_top(ir: ModelIR, include_top: bool, pooling: str | None, features: Any, out_indices: Any) -> Any:
+    """The tap selection that ``include_top`` / ``pooling`` (keras.applications' options) stand for, checked."""
+    if pooling is not None and pooling not in POOLING:
+        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
+    if include_top:
+        if pooling is not None:
+            raise ValueError("pooling applies to a model without its top: give include_top=False too")
+        return features
+    if features is not None or out_indices is not None:
+        raise ValueError("include_top=False is the final feature map; features/out_indices select other maps: give one")
+    return [lower(ir).features]
 
 
 def build(
@@ -155,6 +174,10 @@ def build(
     deploy: bool = False,
     include_preprocessing: bool = False,
     resolution: int | None = None,
+    features: Any = None,
+    out_indices: Sequence[int] | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
 ) -> keras.Model:
     """Translate ``ir`` into a ``keras.Model`` taking NHWC input and returning logits.
 
@@ -163,13 +186,22 @@ def build(
     repeat exactly on one Keras backend; different Keras backends draw different numbers). ``include_preprocessing``
     (default False, unlike keras.applications: the model then takes what every specdsl backend and the oracle take)
     puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead.
+
+    ``features`` / ``out_indices``: a backbone (`specdsl.passes.features`) with one output per tap, a dict keyed
+    by the taps' names. ``include_top=False``: the final feature map only (the head's pooling and classifier left
+    out), ``pooling`` None, "avg" or "max" on it, as keras.applications. Either reads the full network's weights and
+    leaves out the head's.
     """
     if deploy:
         raise BackendUnavailable("the Keras backend has no deploy mode (BN folding); build without it")
+    selection = _without_top(ir, include_top, pooling, features, out_indices)
     ir = at_resolution(ir, resolution)
     state = canonical.read(weights, ir)
-    net = lower(ir)
+    net = lower(ir, features=selection, out_indices=out_indices)
     model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
     if state is not None:
         assign(model, net, state)
-    return model
+    if include_top:
+        return model
+    top = model.outputs[0] if pooling is None else POOLING[pooling](name=f"{pooling}_pool")(model.outputs[0])
+    return keras.Model(model.inputs, top, name=model.name)
