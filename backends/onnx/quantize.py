@@ -102,16 +102,26 @@ def _int8_weights(model: onnx.ModelProto, nodes: list[str]) -> None:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader: the calibration images in fixed batches, always in the same order."""
+    """onnxruntime's CalibrationDataReader: the calibration images in equal batches, always in the same order. With
+    ``CalibStridedMinMax`` = 1 onnxruntime calibrates batch by batch, merging ranges (or histograms), so memory is
+    one batch's intermediate tensors however many images calibrate."""
 
-    def __init__(self, name: str, images: np.ndarray, batch: int = 16) -> None:
-        self.batches = iter([{name: images[i : i + batch]} for i in range(0, len(images), batch)])
+    def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
+        self.batches = [{name: images[i : i + batch]} for i in range(0, len(images) - batch + 1, batch)]
+        self.batches += [{name: images[i : i + 1]} for i in range(len(self.batches) * batch, len(images))]
+        self.position, self.stop = 0, len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.stop = start_index, min(end_index, len(self.batches))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.batches, None)
-
-    def rewind(self) -> None:  # pragma: no cover - called only by calibrators that read twice
-        raise NotImplementedError
+        if self.position >= self.stop:
+            return None
+        self.position += 1
+        return self.batches[self.position - 1]
 
 
 @contextlib.contextmanager
@@ -163,14 +173,15 @@ def quantize(model: onnx_ir.Model, net: LoweredNetwork, calibration: Calibration
             quantize_static(
                 str(fp32),
                 str(int8),
-                _Reader(input_name, calibration.images),
+                # histograms need equal shapes within one collection: batches of 1 there
+                _Reader(input_name, calibration.images, batch=8 if calibration.method == "minmax" else 1),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=quantized_nodes(net),
                 calibrate_method=methods[calibration.method],
-                extra_options={"WeightSymmetric": True},
+                extra_options={"WeightSymmetric": True, "CalibStridedMinMax": 1},
             )
         quantized = onnx.load(int8)
     _int8_weights(quantized, weight_only_nodes(net))
