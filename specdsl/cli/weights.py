@@ -22,7 +22,7 @@ _EXAMPLES = """examples:
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from specdsl.interop.files import FORMATS
+    from specdsl.interop import FORMATS
 
     weights = sub.add_parser(
         "weights",
@@ -67,9 +67,18 @@ def _blamed(error: Exception) -> SpecError:
     return SpecError(str(error))
 
 
+def _files() -> Any:
+    """`specdsl.interop.files`, or a one-line diagnostic where numpy or safetensors is missing (the core install)."""
+    try:
+        from specdsl.interop import files
+    except ImportError as error:
+        raise SpecError(f"reading weights needs {error.name}: pip install 'specdsl[torch]'") from None
+    return files
+
+
 def cmd_import(args: argparse.Namespace) -> int:
+    import_file = _files().import_file
     from specdsl import weights
-    from specdsl.interop.files import import_file
 
     ir = inputs.load(args.spec, args.root)
     out = Path(args.output)
@@ -88,7 +97,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from specdsl.interop.files import inspect_file
+    inspect_file = _files().inspect_file
     from specdsl.weights import WeightsError
 
     try:

@@ -9,3 +9,7 @@ lowered network, converts and checks. Import the source into the spec that descr
 (``specs/b0.spec`` for ``efficientnet-b0``): shapes are checked, hyper-parameters such as BN
 epsilon and padding come from the spec.
 """
+
+#: The file formats ``specdsl weights import`` reads, as ``--from`` names them (`files`; ``specdsl``: canonical
+#: weights, for ``train --init``). Here, importing nothing, so the CLI parser needs no numpy.
+FORMATS = ("timm", "efficientnet-pytorch", "keras", "torchvision", "specdsl")

@@ -20,15 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from specdsl.interop import efficientnet_pytorch, geffnet, keras_applications, torchvision
+from specdsl.interop import FORMATS, efficientnet_pytorch, geffnet, keras_applications, torchvision
 from specdsl.interop._common import TORCH_SUFFIXES, gather
 from specdsl.interop.keras_layout import VARIABLES
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import BatchNorm, Conv, Linear, Op, lower, weighted_ops
 from specdsl.weights import WeightsError, _checked_values, _read_file, initial
 
-#: The formats `import_file` reads, as ``--from`` names them (``specdsl``: canonical weights, for ``train --init``).
-FORMATS = ("timm", "efficientnet-pytorch", "keras", "torchvision", "specdsl")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 #: Keys under which training scripts nest a model's state dict inside a checkpoint dict.
 _NESTED = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
@@ -53,11 +51,21 @@ def _container(path: Path, source: str) -> str:
     raise WeightsError(f"{source}: not a weights file this specdsl reads (safetensors, HDF5 or a torch.save file)")
 
 
+def _needs(module: str, source: str) -> Any:
+    """An optional package a container needs, or a one-line diagnostic naming it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise WeightsError(f"{source}: reading it needs {module} (pip install {module})") from None
+
+
 def _read_pickle(path: Path, source: str) -> dict[str, Any]:
     """A ``torch.save`` file's tensors, loaded with ``weights_only=True`` (nothing in the file is run)."""
     import pickle
 
-    import torch
+    torch = _needs("torch", source)
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -82,8 +90,7 @@ def _read_pickle(path: Path, source: str) -> dict[str, Any]:
 def _read_hdf5(path: Path, source: str) -> dict[str, np.ndarray]:
     """A Keras weights file's arrays: a legacy ``.h5`` (``layer/variable``, from its ``weight_names``) or a Keras 3
     ``.weights.h5`` (``layers/<class>_<n>/vars/<i>``, kept as such)."""
-    import h5py
-
+    h5py = _needs("h5py", source)
     try:
         with h5py.File(path, "r") as f:
             root = f.get("model_weights", f)
