@@ -61,7 +61,6 @@ def save_torch(state: dict[str, torch.Tensor], path: Path, container: str) -> Pa
     "model,spec,container",
     [
         ("tf_efficientnet_b0", "b0", "safetensors"),  # tf_: TF SAME padding and BN eps 1e-3, as b0.spec
-        ("tf_efficientnet_b0", "b0", "bin"),
         ("mixnet_s", "mixnet_s", "safetensors"),
         ("mobilenetv3_large_100", "mobilenetv3_large_100", "bin"),
     ],
