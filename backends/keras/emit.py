@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -28,6 +29,8 @@ def emit(
     quantize: str | None = None,
     calibration: Calibration | None = None,
     int8_io: bool = False,
+    features: Any = None,
+    out_indices: Any = None,
 ) -> list[Path]:
     """Write ``<name>.keras`` into ``out_dir`` (and ``<name>_saved_model/`` for TF Serving with export='saved_model').
 
@@ -48,7 +51,10 @@ def emit(
         )
     out_dir = Path(out_dir)
     stem = file_stem(ir.name)
-    model = build(ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing)
+    backbone = {} if features is None else {"features": features, "out_indices": out_indices}  # docs/features.md
+    model = build(
+        ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing, **backbone
+    )
     path = out_dir / f"{stem}.keras"
     model.save(path)
     paths = [path]

@@ -20,6 +20,7 @@ from typing import Any
 
 from specdsl import api, limits
 from specdsl.cli import edge, inputs
+from specdsl.cli import features as cli_features
 from specdsl.cli.files import preflight, staged_output, write_file
 from specdsl.cli.output import human, layers_table, report_table, table
 from specdsl.errors import SpecError
@@ -108,8 +109,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     ir = inputs.load(args.spec, args.root)
     report = _analyze_with_flags(ir, args)
     layers = layer_rows(lower(api.at_resolution(ir, args.resolution))) if args.layers else None
+    chosen = cli_features.options(args)
+    tap_rows = cli_features.backbone(api.at_resolution(ir, args.resolution), chosen) if chosen else None
     if args.json:
         data = report.model_dump(mode="json")
+        if tap_rows is not None:
+            data["features"] = tap_rows
         if args.schedule:
             data["schedule"] = [stage.to_json() for stage in schedule_of(ir)]
         if layers is not None:
@@ -120,6 +125,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         if layers is not None:
             print()
             print(layers_table(layers))
+        if tap_rows is not None:
+            print()
+            print(cli_features.tap_table(tap_rows))
         if args.schedule:
             print()
             print(_schedule_table(ir))
@@ -274,6 +282,7 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
         "keep_bn": args.keep_bn,
         "quantize": args.quantize,
         "int8_io": args.int8_io,
+        **cli_features.options(args),
     }
     options = {name: value for name, value in given.items() if value is not None and value is not False}
     unsupported = unsupported_options(backend, options)
@@ -347,6 +356,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise SpecError(f"backend '{args.backend}' cannot export {args.export!r}; it exports: {', '.join(exports)}")
     inputs.check_range("--seed", args.seed, 0, 2**63 - 1)
     ir = inputs.load(args.spec, args.root)
+    cli_features.check(ir, args, cli_features.options(args))
     out_dir = Path(args.output or Path("build", file_stem(ir.name)))
     preflight(out_dir, _planned_outputs(args.backend, file_stem(ir.name), args.export), force=args.force)
     weights = _read_weights(args.weights, ir) if args.weights else None

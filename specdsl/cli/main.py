@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from specdsl import __version__
 from specdsl.cli import commands, files, grid, train, weights
+from specdsl.cli import features as cli_features
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--schedule", action="store_true", help="also give the progressive-learning schedule")
     info.add_argument("--layers", action="store_true", help="also give every layer of the lowered network")
     info.add_argument("--plot", metavar="FILE.svg", help="also draw params and MACs per stage as an SVG chart")
+    cli_features.add_arguments(info, indices=True)  # the tap table of a backbone (docs/features.md)
     info.set_defaults(run=commands.cmd_info)
 
     scale = sub.add_parser(
@@ -186,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
         "saved_model (keras)",
     )
     build.add_argument("--json", action="store_true", help="print the report and the files written as JSON")
+    cli_features.add_arguments(build.add_argument_group("backbone (docs/features.md)"), indices=True)
     onnx = build.add_argument_group("onnx backend")
     onnx.add_argument(
         "--dtype", choices=["float32", "float16"], help="float16: weights and arithmetic, float32 input/output"

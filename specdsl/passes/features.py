@@ -20,6 +20,7 @@ This module imports no framework.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -102,8 +103,9 @@ def _named(net: LoweredNetwork, ir: ModelIR, names: Sequence[str]) -> list[str]:
             raise SpecError(f"features: expected {ACCEPTED}, got {shorten(repr(name))}", path="features")
         op = stages.get(name, name)
         if op not in ops:
-            near = [n for n in (*stages, *ops) if n.startswith(name.rsplit(".", 1)[0])][:3]
-            hint = f" (did you mean {', '.join(near)}?)" if near else f" (stages.0 to stages.{len(stages) - 1})"
+            near = difflib.get_close_matches(name, [*stages, *ops], n=3)
+            hint = f"stages.0 to stages.{len(stages) - 1}" + (f"; close: {', '.join(near)}" if near else "")
+            hint = f" ({hint})"
             raise SpecError(
                 f"features: {shorten(repr(name))} is not an op or stage of {net.name}{hint}", path="features"
             )

@@ -1,0 +1,75 @@
+"""``--features`` and ``--out-indices`` of ``specdsl build`` and ``specdsl info``: a backbone's taps on the command
+line (docs/features.md). The selection is checked against the spec before anything is written; the lowering
+decides the taps (`specdsl.passes.features`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from specdsl.errors import SpecError, shorten
+from specdsl.ir import ModelIR
+from specdsl.passes import features as taps
+from specdsl.passes.lower import lower
+
+FEATURES_HELP = (
+    "build a backbone returning feature maps: strides (the default when the flag has no value), expansion, or "
+    "op names / stages.N separated by commas"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser | Any, *, indices: bool) -> None:
+    parser.add_argument("--features", nargs="?", const="strides", metavar="SELECTION", help=FEATURES_HELP)
+    if indices:
+        parser.add_argument(
+            "--out-indices", metavar="I,J,...", help="keep these taps only (0-based, negative from the end), as timm"
+        )
+
+
+def out_indices(text: str | None) -> list[int] | None:
+    """``--out-indices 1,2,-1`` as integers; anything else is one error naming the flag."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SpecError(
+            "expected comma-separated integers such as 1,2,3", path=f"--out-indices {shorten(text)}"
+        ) from None
+
+
+def options(args: argparse.Namespace) -> dict[str, object]:
+    """The backend options the flags give (none without ``--features``)."""
+    indices = out_indices(getattr(args, "out_indices", None))
+    if args.features is None and indices is not None:
+        raise SpecError("selects among feature taps: give --features too", path=f"--out-indices {args.out_indices}")
+    if args.features is None:
+        return {}
+    return {"features": args.features, **({"out_indices": indices} if indices is not None else {})}
+
+
+def check(ir: ModelIR, args: argparse.Namespace, chosen: dict[str, object]) -> None:
+    """Refuse a selection the spec does not have, or a combination the build cannot honour, before any work."""
+    if not chosen:
+        return
+    if getattr(args, "quantize", None) is not None:
+        raise SpecError("quantized backbones are not built yet: leave out --quantize", path="--features")
+    backbone(ir, chosen)
+
+
+def backbone(ir: ModelIR, chosen: dict[str, object]) -> list[dict[str, object]]:
+    """The tap table of ``ir`` for the flags' selection; a bad selection is blamed on the flag."""
+    try:
+        return taps.table(lower(ir, **chosen))  # type: ignore[arg-type]
+    except SpecError as error:
+        flag = "--out-indices" if error.path == "out_indices" else "--features"
+        raise SpecError(error.message.split(": ", 1)[-1], path=flag, hint=error.hint) from None
+
+
+def tap_table(rows: list[dict[str, object]]) -> str:
+    from specdsl.cli.output import table
+
+    cells = [
+        (row["index"], row["name"], row["channels"], row["reduction"], "x".join(map(str, row["shape"]))) for row in rows
+    ]
+    return table(["index", "tap", "channels", "reduction", "shape (C x H x W)"], cells, align="rlrrr")
