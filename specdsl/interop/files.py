@@ -38,9 +38,10 @@ def _container(path: Path, source: str) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise WeightsError(f"{source}: cannot read: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory with an OSError of its own
+        os.close(fd)
+        raise WeightsError(f"{source}: not a regular file")
     with os.fdopen(fd, "rb") as data:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise WeightsError(f"{source}: not a regular file")
         head = data.read(9)
     if head.startswith(_HDF5):
         return "hdf5"

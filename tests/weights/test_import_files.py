@@ -252,11 +252,15 @@ def test_a_pickle_needing_more_than_weights_only_is_refused_unrun(tmp_path: Path
         (b"PK\x03\x04garbage", "not a readable torch.save file"),
         (b"\x89HDF\r\n\x1a\ngarbage", "not a readable Keras HDF5"),
         ((20).to_bytes(8, "little") + b'{"a": 1}' + b" " * 12, "header entry lacks"),
+        (None, "not a regular file"),
     ],
 )
-def test_damaged_files_are_one_line(tmp_path: Path, content: bytes, expected: str) -> None:
+def test_damaged_files_are_one_line(tmp_path: Path, content: bytes | None, expected: str) -> None:
     path = tmp_path / "model.bin"
-    path.write_bytes(content)
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
     before = listing(tmp_path)
     done = run_cli("weights", "import", "b0", str(path), "-o", str(tmp_path / "b0.safetensors"))
     assert done.returncode == 2 and expected in one_error_line(done.stderr)
