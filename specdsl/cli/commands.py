@@ -110,11 +110,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     report = _analyze_with_flags(ir, args)
     layers = layer_rows(lower(api.at_resolution(ir, args.resolution))) if args.layers else None
     chosen = cli_features.options(args)
-    tap_rows = cli_features.backbone(api.at_resolution(ir, args.resolution), chosen) if chosen else None
+    backbone = cli_features.backbone(api.at_resolution(ir, args.resolution), chosen) if chosen else None
     if args.json:
         data = report.model_dump(mode="json")
-        if tap_rows is not None:
-            data["features"] = tap_rows
+        if backbone is not None:
+            data["features"] = backbone
         if args.schedule:
             data["schedule"] = [stage.to_json() for stage in schedule_of(ir)]
         if layers is not None:
@@ -125,9 +125,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         if layers is not None:
             print()
             print(layers_table(layers))
-        if tap_rows is not None:
+        if backbone is not None:
             print()
-            print(cli_features.tap_table(tap_rows))
+            print(cli_features.tap_table(backbone))
         if args.schedule:
             print()
             print(_schedule_table(ir))

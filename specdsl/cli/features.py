@@ -9,6 +9,7 @@ from typing import Any
 
 from specdsl.errors import SpecError, shorten
 from specdsl.ir import ModelIR
+from specdsl.passes import analysis
 from specdsl.passes import features as taps
 from specdsl.passes.lower import lower
 
@@ -57,19 +58,23 @@ def check(ir: ModelIR, args: argparse.Namespace, chosen: dict[str, object]) -> N
     backbone(ir, chosen)
 
 
-def backbone(ir: ModelIR, chosen: dict[str, object]) -> list[dict[str, object]]:
-    """The tap table of ``ir`` for the flags' selection; a bad selection is blamed on the flag."""
+def backbone(ir: ModelIR, chosen: dict[str, object]) -> dict[str, Any]:
+    """The backbone of ``ir`` for the flags' selection: its params, MACs and tap table (``info --features``'s JSON);
+    a bad selection is blamed on the flag."""
     try:
-        return taps.table(lower(ir, **chosen))  # type: ignore[arg-type]
+        net = lower(ir, **chosen)  # type: ignore[arg-type]
     except SpecError as error:
         flag = "--out-indices" if error.path == "out_indices" else "--features"
         raise SpecError(error.message.split(": ", 1)[-1], path=flag, hint=error.hint) from None
+    return {**analysis.backbone(net).model_dump(), "taps": taps.table(net)}
 
 
-def tap_table(rows: list[dict[str, object]]) -> str:
-    from specdsl.cli.output import table
+def tap_table(data: dict[str, Any]) -> str:
+    from specdsl.cli.output import human, table
 
     cells = [
-        (row["index"], row["name"], row["channels"], row["reduction"], "x".join(map(str, row["shape"]))) for row in rows
+        (row["index"], row["name"], row["channels"], row["reduction"], "x".join(map(str, row["shape"])))
+        for row in data["taps"]
     ]
-    return table(["index", "tap", "channels", "reduction", "shape (C x H x W)"], cells, align="rlrrr")
+    lines = table(["index", "tap", "channels", "reduction", "shape (C x H x W)"], cells, align="rlrrr")
+    return f"{lines}\nbackbone (no head): {data['params']:,} params, {human(data['macs'])} MACs"

@@ -79,6 +79,18 @@ def count_macs(ir: ModelIR) -> int:
     return sum(op_macs(op) for op in lower(ir).ops)
 
 
+class Backbone(BaseModel):
+    """Params and MACs (per sample, at the lowering's resolution) of a network's ops: for a backbone
+    (``lower(ir, features=...)``), the part that computes its taps, without the head."""
+
+    params: int
+    macs: int
+
+
+def backbone(net: LoweredNetwork) -> Backbone:
+    return Backbone(params=sum(op_params(op) for op in net.ops), macs=sum(op_macs(op) for op in net.ops))
+
+
 class LayerRow(BaseModel):
     """One op of the per-layer table (`specdsl info --layers`)."""
 

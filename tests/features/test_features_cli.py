@@ -17,16 +17,17 @@ def test_info_prints_the_tap_table_and_its_json() -> None:
     assert code == 0
     table = out.split("\n\n")[-1].splitlines()
     assert table[0].split()[:5] == ["index", "tap", "channels", "reduction", "shape"]
-    assert table[-1].split() == ["4", "stages.6.0.project.bn", "320", "32", "320x7x7"]
+    assert table[-2].split() == ["4", "stages.6.0.project.bn", "320", "32", "320x7x7"]
+    assert table[-1] == "backbone (no head): 3,595,388 params, 364M MACs"  # 5,288,548 less conv_head and classifier
     code, out, _ = run_main("info", "mixnet_s", "--features", "expansion", "--out-indices", "-1", "--json")
     assert code == 0
-    (row,) = json.loads(out)["features"]
+    (row,) = json.loads(out)["features"]["taps"]
     assert (row["index"], row["channels"], row["reduction"], row["shape"]) == (0, 1200, 32, [1200, 7, 7])
 
 
 def test_info_features_follow_resolution() -> None:
     code, out, _ = run_main("info", "b0", "--features", "stages.3", "--resolution", "96", "--json")
-    assert code == 0 and json.loads(out)["features"][0]["shape"] == [80, 6, 6]
+    assert code == 0 and json.loads(out)["features"]["taps"][0]["shape"] == [80, 6, 6]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from tests.torch.helpers import (  # noqa: E402
     reference_init,
 )
 
-from .helpers import OTHER, REPRESENTATIVE, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
+from .helpers import OTHER, REPRESENTATIVE, SMALL, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
 
 # timm's published feature_info for features_only=True (default feature_location, out_indices (0..4)): the output
 # of the last block before each stride change (EfficientNetBuilder.__call__, extract_features, in
@@ -162,3 +162,37 @@ def test_a_backbone_needs_the_whole_networks_weights() -> None:
 def test_build_refuses_a_bad_selection_with_one_located_error() -> None:
     with pytest.raises(SpecError, match=r"features: 'stages\.7' is not an op or stage"):
         specdsl.build(at_resolution(load_ir("b0"), 64), features="stages.7")
+
+
+def check_backbone_cost(ir: ModelIR, features: object) -> None:
+    """Backbone params and MACs from the analysis equal the torch backbone's parameter count and FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from specdsl.passes.analysis import backbone
+
+    cost = backbone(lower(ir, features=features))
+    model = specdsl.build(ir, seed=1, features=features).eval()
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == cost.params
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, ir.in_channels, ir.resolution, ir.resolution))
+    assert counter.get_total_flops() // 2 == cost.macs
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_backbone_params_and_macs_are_the_torch_modules(name: str) -> None:
+    ir = at_resolution(load_ir(name), SMALL)  # no weights needed: the reference init
+    for features in ("strides", "expansion", ["stages.2"]):
+        check_backbone_cost(ir, features)
+    assert backbone_params(ir, "strides") < specdsl.analyze(ir).params
+
+
+def backbone_params(ir: ModelIR, features: object) -> int:
+    from specdsl.passes.analysis import backbone
+
+    return backbone(lower(ir, features=features)).params
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=family_network)
+def test_backbone_cost_on_random_family_networks(net: dict) -> None:
+    check_backbone_cost(specdsl.loads(family_spec_text(net), "family.spec"), "strides")
