@@ -119,3 +119,29 @@ def test_init_for_another_network_is_one_line_naming_the_tensor(setup: dict[str,
                        "--init", str(setup["init"]), flag, value)  # fmt: skip
         assert done.returncode == 2 and flag in one_error_line(done.stderr)
     assert listing(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_fine_tuning_under_torchrun_keeps_replicas_identical(setup: dict[str, Path], tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m specdsl train --init ... --freeze stages.0``: every rank loads the init,
+    the replicas stay identical and the frozen layers bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "specdsl", "train", str(setup["spec"]), "-o", str(tmp_path / "run"), "--data", str(setup["data"]),
+               "--init", str(setup["init"]), "--freeze", "stages.0", "--threads", "1", "-q",
+               *(f"--set={k}={v}" for k, v in RECIPE.items())]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=400, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["replica_max_difference"] for record in records] == [0.0] * RECIPE["epochs"]
+    init = weights.load(setup["init"], specdsl.load(setup["spec"]))
+    tuned = specdsl.loads((tmp_path / "run" / "spec.spec").read_text(), "spec.spec")
+    trained = weights.load(tmp_path / "run" / "checkpoint" / "weights.safetensors", tuned)
+    frozen = [name for name in trained if name.startswith(("stem.", "stages.0."))]
+    assert frozen and all(np.array_equal(trained[name], init[name]) for name in frozen)
