@@ -313,6 +313,27 @@ class StageArgs(_Section):
     )
 
 
+class OutputsSection(_Section):
+    """A backbone spec: the built model returns these feature maps instead of logits (docs/features.md)."""
+
+    features: str | list[str] | None = Field(
+        None,
+        description=(
+            'strides (the last map at each reduction), expansion, or a list of op names and "stages.N" '
+            "(quoted); none: a classifier"
+        ),
+    )
+    out_indices: list[int] | None = Field(
+        None, description="keep these taps only, by position (0-based, negative from the end), as timm"
+    )
+
+    @model_validator(mode="after")
+    def _indices_need_features(self) -> OutputsSection:
+        if self.out_indices is not None and self.features is None:
+            raise ValueError("out_indices selects among feature taps: give features too")
+        return self
+
+
 class SpecDocument(_Section):
     name: str = Field(min_length=1, max_length=128)
     dialect: Dialect
@@ -320,6 +341,7 @@ class SpecDocument(_Section):
     stem: StemSection
     stages: list[StageArgs] = Field(min_length=1, max_length=limits.MAX_STAGES)
     head: HeadSection = HeadSection()
+    outputs: OutputsSection = OutputsSection()
     defaults: DefaultsSection = DefaultsSection()
     scaling: ScalingSection = ScalingSection()
     training: TrainingRecipe = TrainingRecipe()
@@ -365,6 +387,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "input": InputSection,
     "stem": StemSection,
     "head": HeadSection,
+    "outputs": OutputsSection,
     "defaults": DefaultsSection,
     "scaling": ScalingSection,
     "training": TrainingRecipe,

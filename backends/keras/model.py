@@ -31,6 +31,7 @@ from specdsl.passes.lower import (
     Shape,
     Slice,
     lower,
+    lower_for_build,
 )
 
 from ..naming import file_stem
@@ -197,7 +198,7 @@ def build(
     selection = _without_top(ir, include_top, pooling, features, out_indices)
     ir = at_resolution(ir, resolution)
     state = canonical.read(weights, ir)
-    net = lower(ir, features=selection, out_indices=out_indices)
+    net = lower_for_build(ir, selection, out_indices)
     model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
     if state is not None:
         assign(model, net, state)

@@ -13,7 +13,7 @@ import onnx_ir
 
 from specdsl.ir import ModelIR
 from specdsl.passes.features import Features, table
-from specdsl.passes.lower import LoweredNetwork, Shape, lower
+from specdsl.passes.lower import LoweredNetwork, Shape, lower_for_build
 
 from .graph import GraphOptions, TensorSource, to_graph
 
@@ -123,7 +123,7 @@ def build(
     from specdsl import weights as canonical
 
     check_options(dtype=dtype, opset=opset)
-    net = lower(ir, features=features, out_indices=out_indices)
+    net = lower_for_build(ir, features, out_indices)
     state = canonical_state(ir, weights, seed)
     if not keep_bn:
         state = canonical.fold_batch_norm(net, state)

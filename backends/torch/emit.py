@@ -17,10 +17,11 @@ import torch
 
 from specdsl.ir import ModelIR
 from specdsl.passes.features import Features
+from specdsl.passes.lower import lower
 
 from ..naming import file_stem
 from . import layers
-from .model import build, network_json
+from .model import build, build_network, network_json
 
 EXPORTS = ("pt2",)
 _LINE = 120  # the line length the emitted file keeps to (ruff's, as configured for specdsl)
@@ -65,13 +66,13 @@ def emit(
         raise ValueError(f"the torch backend exports {', '.join(EXPORTS)}, not {export!r}")
     out_dir = Path(out_dir)
     stem = file_stem(ir.name)
-    model = build(ir, weights=weights, seed=seed)
+    model = build_network(lower(ir), ir, weights=weights, seed=seed)  # the whole network's weights, backbone or not
     source = standalone_source(ir, stem, seed=seed, deploy=deploy, features=features, out_indices=out_indices)
     py = out_dir / f"{stem}.py"
     py.write_text(source, encoding="utf-8")
     paths = [py, canonical.save(model, out_dir / f"{stem}.safetensors", ir=ir)]
     if export == "pt2":
-        if features is not None:
+        if network_json(ir, features, out_indices).get("taps"):  # a backbone (asked for, or the spec's outputs)
             model = build(ir, weights=weights, seed=seed, features=features, out_indices=out_indices)
         model.eval()
         if deploy:

@@ -10,7 +10,7 @@ import torch
 
 from specdsl.ir import ModelIR
 from specdsl.passes.features import Features
-from specdsl.passes.lower import lower
+from specdsl.passes.lower import LoweredNetwork, lower_for_build
 
 from .layers import EfficientNet, materialize
 
@@ -19,7 +19,7 @@ Weights = str | Path | Mapping[str, Any] | None
 
 def network_json(ir: ModelIR, features: Features = None, out_indices: Sequence[int] | None = None) -> dict[str, Any]:
     """What `layers.EfficientNet` is built from: the lowering of ``ir`` (a backbone's with ``features``) as JSON."""
-    return lower(ir, features=features, out_indices=out_indices).to_json()
+    return lower_for_build(ir, features, out_indices).to_json()
 
 
 def build(
@@ -43,12 +43,26 @@ def build(
     (`specdsl.passes.features`) whose forward returns its tapped maps; it reads the full canonical weights and
     ignores the head's tensors.
     """
+    net = lower_for_build(ir, features, out_indices)
+    model = build_network(net, ir, weights=weights, seed=seed, memory_efficient=memory_efficient, device=device)
+    return model.fuse() if deploy else model
+
+
+def build_network(
+    net: LoweredNetwork,
+    ir: ModelIR,
+    *,
+    weights: Weights = None,
+    seed: int = 0,
+    memory_efficient: bool = False,
+    device: torch.device | str | None = None,
+) -> EfficientNet:
+    """`build` for a lowering of ``ir`` given (the whole network, or a backbone): what `emit` saves weights from."""
     from specdsl import weights as canonical
 
     meta = device is not None and torch.device(device).type == "meta"
     if meta and weights is not None:
         raise ValueError("a model on the meta device holds no values: build it without weights")
-    net = lower(ir, features=features, out_indices=out_indices)
     with torch.device("meta"):
         model = EfficientNet(net.to_json(), memory_efficient=memory_efficient)
     if not meta:
@@ -58,4 +72,4 @@ def build(
         model = materialize(model, tensors, seed)
         if device is not None:
             model = model.to(device)
-    return model.fuse() if deploy else model
+    return model

@@ -110,7 +110,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     report = _analyze_with_flags(ir, args)
     layers = layer_rows(lower(api.at_resolution(ir, args.resolution))) if args.layers else None
     chosen = cli_features.options(args)
-    backbone = cli_features.backbone(api.at_resolution(ir, args.resolution), chosen) if chosen else None
+    declared = chosen or ir.spec.outputs.features is not None  # flags, or a backbone spec (docs/features.md)
+    backbone = cli_features.backbone(api.at_resolution(ir, args.resolution), chosen) if declared else None
     if args.json:
         data = report.model_dump(mode="json")
         if backbone is not None:
@@ -298,29 +299,31 @@ def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, obj
 BUILD_OUTPUTS = {"torch": (".py", ".safetensors"), "onnx": (".onnx",), "keras": (".keras",)}
 EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb", "tflite": ".tflite"}
 
-#: TensorFlow's native start-up log lines (absl's pre-init warning, INFO lines such as oneDNN's notice): noise for
-#: a command-line user. Some are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so they are filtered.
-_NATIVE_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} \d\d:\d\d:\d\d")
+#: TensorFlow's native start-up log lines: absl's pre-init warning, printed whatever the log level, and INFO lines
+#: such as oneDNN's notice, some printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL. Noise for a command-line user.
+_PRE_INIT_WARNING = r"WARNING: All log messages before absl::InitializeLog\(\)"
+_INFO_LINE = r"I\d{4} \d\d:\d\d:\d\d"
 
 
 @contextlib.contextmanager
 def quiet_framework_logs() -> Iterator[None]:
-    """While a backend's framework is imported: TensorFlow's C++ log level defaults to warnings and above
-    (a value the user set is kept, and then nothing is filtered), and its start-up INFO lines on the stderr file
-    descriptor are dropped; any other line it printed is passed on."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        yield
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # read once, when TensorFlow loads: not left behind for other code
+    """While a backend's framework is imported: TensorFlow's C++ log level defaults to warnings and above, and its
+    start-up INFO lines on the stderr file descriptor are dropped. A level the user set is kept, and then only
+    absl's pre-init warning (which no level silences) is dropped. Any other line is passed on."""
+    user_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    noise = re.compile(_PRE_INIT_WARNING if user_level else f"{_PRE_INIT_WARNING}|{_INFO_LINE}")
+    if not user_level:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # read once, when TensorFlow loads: not left behind for other code
     try:
-        with _filtered_stderr_descriptor():
+        with _filtered_stderr_descriptor(noise):
             yield
     finally:
-        del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+        if not user_level:
+            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
 
 
 @contextlib.contextmanager
-def _filtered_stderr_descriptor() -> Iterator[None]:
+def _filtered_stderr_descriptor(noise: re.Pattern[str]) -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -336,7 +339,7 @@ def _filtered_stderr_descriptor() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not _NATIVE_NOISE.match(line)))
+            sys.stderr.write("".join(line for line in lines if not noise.match(line)))
 
 
 def _planned_outputs(backend: str, stem: str, export: str | None) -> list[Path]:

@@ -11,7 +11,7 @@ from specdsl.errors import SpecError, shorten
 from specdsl.ir import ModelIR
 from specdsl.passes import analysis
 from specdsl.passes import features as taps
-from specdsl.passes.lower import lower
+from specdsl.passes.lower import lower_for_build
 
 FEATURES_HELP = (
     "build a backbone returning feature maps: strides (the default when the flag has no value), expansion, or "
@@ -51,7 +51,7 @@ def options(args: argparse.Namespace) -> dict[str, object]:
 
 def check(ir: ModelIR, args: argparse.Namespace, chosen: dict[str, object]) -> None:
     """Refuse a selection the spec does not have, or a combination the build cannot honour, before any work."""
-    if not chosen:
+    if not chosen and ir.spec.outputs.features is None:
         return
     if getattr(args, "quantize", None) is not None:
         raise SpecError("quantized backbones are not built yet: leave out --quantize", path="--features")
@@ -59,11 +59,13 @@ def check(ir: ModelIR, args: argparse.Namespace, chosen: dict[str, object]) -> N
 
 
 def backbone(ir: ModelIR, chosen: dict[str, object]) -> dict[str, Any]:
-    """The backbone of ``ir`` for the flags' selection: its params, MACs and tap table (``info --features``'s JSON);
-    a bad selection is blamed on the flag."""
+    """The backbone of ``ir`` for the flags' selection (none: the spec's ``outputs``): its params, MACs and tap
+    table (``info --features``'s JSON); a bad selection is blamed on the flag."""
     try:
-        net = lower(ir, **chosen)  # type: ignore[arg-type]
+        net = lower_for_build(ir, **chosen)  # type: ignore[arg-type]
     except SpecError as error:
+        if not chosen:  # the spec's outputs section: located there already
+            raise
         flag = "--out-indices" if error.path == "out_indices" else "--features"
         raise SpecError(error.message.split(": ", 1)[-1], path=flag, hint=error.hint) from None
     return {**analysis.backbone(net).model_dump(), "taps": taps.table(net)}

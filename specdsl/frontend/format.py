@@ -19,7 +19,7 @@ _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 _RESERVED = {"true", "false", "none", "stages"}
 _QUOTED_KEYS = {"name", "extends"}
 _TOP_ORDER = ("extends", "name", "dialect")
-_SECTION_ORDER = ("input", "stem", "stages", "head", "defaults", "scaling", "training")
+_SECTION_ORDER = ("input", "stem", "stages", "head", "outputs", "defaults", "scaling", "training")
 INDENT = "    "
 
 
@@ -160,6 +160,8 @@ def render_document(doc: SpecDocument, header: list[str] | None = None) -> str:
         top[0].leading = [f"# {line}" if line else "#" for line in header]
     sections = []
     for name in _SECTION_ORDER:
+        if name == "outputs" and doc.outputs == type(doc.outputs)():
+            continue  # a classifier: written as before backbone specs existed
         if name == "stages":
             body = stage_items([(stage.text, None, stage.continues) for stage in doc.stages])
         else:

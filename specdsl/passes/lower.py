@@ -549,6 +549,19 @@ def lower(ir: ModelIR, *, features: Features = None, out_indices: Sequence[int] 
     return select(net, ir, features, out_indices=out_indices)
 
 
+def lower_for_build(ir: ModelIR, features: Features = None, out_indices: Sequence[int] | None = None) -> LoweredNetwork:
+    """What a backend builds: the backbone ``features`` / ``out_indices`` select, else the one the spec's ``outputs``
+    section declares (a bad declaration located there), else the whole network."""
+    declared = ir.spec.outputs
+    if features is not None or out_indices is not None or declared.features is None:
+        return lower(ir, features=features, out_indices=out_indices)
+    try:
+        return lower(ir, features=declared.features, out_indices=declared.out_indices)
+    except SpecError as error:
+        key = "outputs.out_indices" if error.path == "out_indices" else "outputs.features"
+        raise SpecError(error.message.split(": ", 1)[-1], ir.spec.span(key), hint=error.hint) from None
+
+
 def consumers(net: LoweredNetwork) -> dict[str, list[str]]:
     """For each op (and ``"input"``), the ops that read its output, in forward order."""
     readers: dict[str, list[str]] = {INPUT: [], **{op.name: [] for op in net.ops}}
