@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,10 +72,11 @@ def _read_pickle(path: Path, source: str) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        why = next((line for line in first if "Unsupported" in line), first[0] if first else "")
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"the Python object {found.group(1)}" if found else "more than tensors and plain containers"
         raise WeightsError(
-            f"{source}: refused: loading it would need more than tensors (weights_only): {why.strip()[:200]}"
+            f"{source}: refused: loading it needs {what}, which torch.load(weights_only=True) does not build "
+            "(a pickle that builds objects can run code; only tensors and plain containers are read)"
         ) from None
     except Exception as error:  # zip, pickle and storage errors each have their own type
         raise WeightsError(f"{source}: not a readable torch.save file ({type(error).__name__})") from None
