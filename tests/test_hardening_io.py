@@ -215,3 +215,26 @@ def test_a_closed_stdout_or_stderr_is_no_internal_error(command: str, code: int)
         ["sh", "-c", f"{sys.executable} -m specdsl {command}"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_stop_whose_exception_was_swallowed_still_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal can land where Python only reports the exception as 'ignored' (a finalizer) and carries on: the
+    command still publishes nothing, says nothing about it, and exits 128 + the signal."""
+    from specdsl.cli import commands
+
+    real = commands.cmd_scale
+
+    def swallowed_then_scale(args: object) -> int:
+        try:
+            files._on_signal(signal.SIGTERM, None)  # what the handler does; the exception is then lost
+        except files.Terminated:
+            pass
+        return real(args)
+
+    monkeypatch.setattr(commands, "cmd_scale", swallowed_then_scale)
+    before = listing(tmp_path)
+    code, _, stderr = run_main("scale", "b0", "--phi", "1", "-o", str(tmp_path / "b1ish.spec"))
+    assert code == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
+    assert listing(tmp_path) == before

@@ -38,11 +38,13 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from specdsl.errors import SpecError
 
@@ -71,6 +73,7 @@ class Terminated(KeyboardInterrupt):
 class _Signals(threading.local):
     depth = 0  # nesting of `uninterrupted` sections
     pending: int | None = None  # a signal that arrived inside one
+    received: int | None = None  # the first stop signal of this `stop_signals` block, even if its exception was lost
 
 
 _signals = _Signals()
@@ -81,6 +84,7 @@ def _stop(signum: int) -> KeyboardInterrupt:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    _signals.received = _signals.received or signum
     if _signals.depth:
         _signals.pending = _signals.pending or signum
         return
@@ -98,11 +102,37 @@ def stop_signals() -> Iterator[None]:
     # A signal the process was started with ignored stays ignored: `nohup` (SIGHUP), `cmd &` in a script (SIGINT).
     handled = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
     previous = {signum: signal.signal(signum, _on_signal) for signum in handled}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_about_stops(sys.unraisablehook)
+    _signals.received = None
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _quiet_about_stops(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """A signal can land where Python cannot raise (a finalizer, a C callback): Python then reports the exception
+    as 'ignored' and carries on. Our stop exceptions are not reported there; `stop_received` still tells, and
+    `publish` refuses to move anything after one."""
+
+    def hook_without_stops(unraisable: Any) -> object:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _signals.received is not None:
+            return None
+        return hook(unraisable)
+
+    return hook_without_stops
+
+
+def stop_received() -> int | None:
+    """The stop signal this `stop_signals` block received, if any (its exception may have been swallowed)."""
+    return _signals.received
+
+
+def _raise_if_stopped() -> None:
+    if _signals.received is not None:
+        raise _stop(_signals.received)
 
 
 @contextlib.contextmanager
@@ -363,6 +393,7 @@ def publish(staging: Path, destination: Path, *, force: bool, aside: Path) -> li
     ``aside`` is an empty-or-missing directory on the destination's filesystem for the originals
     that ``force`` replaces, kept until every new file is in place.
     """
+    _raise_if_stopped()  # a stop whose exception was swallowed still publishes nothing
     files = _staged_files(staging)
     existing = [relative for relative in files if _check_target(destination, relative)]
     if existing and not force:

@@ -238,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout = sys.stdout or open(os.devnull, "w")  # noqa: SIM115 - lives until exit
     sys.stderr = sys.stderr or open(os.devnull, "w")  # noqa: SIM115
     with files.stop_signals():
-        return _run(argv)
+        code = _run(argv)
+        stopped = files.stop_received()  # a stop whose exception Python swallowed (see files.stop_signals)
+        return code if stopped is None or code != EXIT_OK else 128 + stopped
 
 
 def _run(argv: Sequence[str] | None) -> int:
