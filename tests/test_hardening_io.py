@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -227,10 +228,8 @@ def test_a_stop_whose_exception_was_swallowed_still_publishes_nothing(
     real = commands.cmd_scale
 
     def swallowed_then_scale(args: object) -> int:
-        try:
-            files._on_signal(signal.SIGTERM, None)  # what the handler does; the exception is then lost
-        except files.Terminated:
-            pass
+        with contextlib.suppress(files.Terminated):  # what the handler raises, then lost
+            files._on_signal(signal.SIGTERM, None)
         return real(args)
 
     monkeypatch.setattr(commands, "cmd_scale", swallowed_then_scale)

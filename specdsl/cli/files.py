@@ -259,7 +259,7 @@ def cannot_write(path: Path | str, error: OSError) -> SpecError:
     return SpecError(f"cannot write {path}: {reason}")
 
 
-def _os_error(exc: BaseException, staging: Path | None) -> OSError | None:
+def os_error_behind(exc: BaseException, staging: Path | None) -> OSError | None:
     """The OS failure behind an exception raised while writing, if there is one.
 
     Libraries that write files wrap OS errors in their own exception types: the OSError may be
@@ -337,7 +337,7 @@ def staged_output(destination: Path | str, *, force: bool, shown: str | None = N
         except SpecError:
             raise
         except Exception as exc:
-            found = _os_error(exc, root)
+            found = os_error_behind(exc, root)
             if found is None:
                 raise
             raise cannot_write(shown, found) from None

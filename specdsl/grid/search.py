@@ -25,7 +25,7 @@ from specdsl.grid.space import MAX_GRID_POINTS, GridPoint, closest_to_budget, en
 from specdsl.grid.store import GridStore, ResultRecord
 from specdsl.passes.resolve import resolve
 from specdsl.spec import SpecDocument
-from specdsl.training.options import MAX_THREADS, SEED_LIMIT, _whole
+from specdsl.training.options import MAX_THREADS, SEED_LIMIT, check_whole
 from specdsl.training.recipe import with_recipe
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class GridSettings:
             ("--seed", self.seed, 0, SEED_LIMIT - 1),
             ("--train-images", self.train_images, 1, 10**9),
         ):
-            _whole(value, flag, low, high, optional=flag == "--train-images")
+            check_whole(value, flag, low, high, optional=flag == "--train-images")
         check_overrides(self.recipe)
         if not isinstance(self.data, str) or not self.data:
             raise SpecError(f"expected builtin:digits or a directory, got {self.data!r}", path="--data")
@@ -179,8 +179,8 @@ def _no_point_kept(points: list[GridPoint], settings: GridSettings) -> SpecError
 
 def check_running(jobs: int | None, threads: int | None, shard: tuple[int, int]) -> None:
     """How the search runs here: ``--jobs``, ``--threads``, ``--shard``."""
-    _whole(jobs, "--jobs", 1, MAX_JOBS, optional=True)
-    _whole(threads, "--threads", 1, MAX_THREADS, optional=True)
+    check_whole(jobs, "--jobs", 1, MAX_JOBS, optional=True)
+    check_whole(threads, "--threads", 1, MAX_THREADS, optional=True)
     if not (isinstance(shard, tuple) and len(shard) == 2 and all(type(part) is int for part in shard)):
         raise SpecError(f"expected (index, count), got {shard!r}", path="--shard")
     if not 0 <= shard[0] < shard[1] <= MAX_SHARDS:

@@ -50,7 +50,7 @@ class TrainOptions:
     lr_decay: float | None = None  # layer-wise learning-rate decay from head to stem
 
 
-def _whole(value: Any, flag: str, low: int, high: int, *, optional: bool = False) -> None:
+def check_whole(value: Any, flag: str, low: int, high: int, *, optional: bool = False) -> None:
     if optional and value is None:
         return
     if type(value) is not int or not low <= value <= high:
@@ -60,13 +60,13 @@ def _whole(value: Any, flag: str, low: int, high: int, *, optional: bool = False
 
 def check_options(options: TrainOptions) -> None:
     """Every option in range, named by its ``specdsl train`` flag (framework-free)."""
-    _whole(options.seed, "--seed", 0, SEED_LIMIT - 1)
-    _whole(options.workers, "--workers", 0, MAX_WORKERS)
-    _whole(options.threads, "--threads", 1, MAX_THREADS, optional=True)
-    _whole(options.eval_every, "--eval-every", 1, 100_000)
-    _whole(options.eval_batch_size, "eval_batch_size", 1, 1_000_000)
-    _whole(options.stop_at_epoch, "--stop-at-epoch", 1, 100_000, optional=True)
-    _whole(options.train_images, "train_images", 1, 10**9, optional=True)
+    check_whole(options.seed, "--seed", 0, SEED_LIMIT - 1)
+    check_whole(options.workers, "--workers", 0, MAX_WORKERS)
+    check_whole(options.threads, "--threads", 1, MAX_THREADS, optional=True)
+    check_whole(options.eval_every, "--eval-every", 1, 100_000)
+    check_whole(options.eval_batch_size, "eval_batch_size", 1, 1_000_000)
+    check_whole(options.stop_at_epoch, "--stop-at-epoch", 1, 100_000, optional=True)
+    check_whole(options.train_images, "train_images", 1, 10**9, optional=True)
     if options.device is not None and not (isinstance(options.device, str) and _DEVICE.fullmatch(options.device)):
         raise SpecError(f"expected cpu, cuda, cuda:N or mps, got {shorten(str(options.device))!r}", path="--device")
     if options.amp not in (None, "bf16", "fp16"):

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from specdsl.cli.files import _os_error, cannot_write, publish_permissions
+from specdsl.cli.files import cannot_write, os_error_behind, publish_permissions
 from specdsl.errors import SpecError
 
 SPEC_FILE = "spec.spec"  # the resolved spec a run trained, every key spelled out
@@ -49,7 +49,7 @@ def os_errors_as_cannot_write(path: Path, directory: Path) -> Iterator[None]:
     except SpecError:
         raise
     except Exception as error:
-        found = _os_error(error, directory)
+        found = os_error_behind(error, directory)
         if found is None:
             raise
         raise cannot_write(path, found) from None
