@@ -302,6 +302,22 @@ def read(weights: str | Path | Mapping[str, Any] | None, ir: ModelIR) -> dict[st
     return _checked_values(state_of(weights), "weights")
 
 
+def preprocessing(net: LoweredNetwork) -> dict[str, str]:
+    """The input a network's weights expect, as metadata strings: written into imported weights files and into
+    the models the backends emit (ONNX ``metadata_props``, the torch model's ``preprocessing`` attribute), as
+    torchvision's weights carry their transforms. ``mean``/``std``: JSON lists, the input is
+    (pixel / 255 - mean) / std; ``resolution``: the spec's evaluation size; ``crop`` and ``interpolation``: the
+    held-out view of specdsl's trainer (automl's centre crop)."""
+    _, height, width = net.input_shape
+    return {
+        "preprocessing.mean": json.dumps(list(net.normalization.mean)),
+        "preprocessing.std": json.dumps(list(net.normalization.std)),
+        "preprocessing.resolution": str(height) if height == width else f"{height}x{width}",
+        "preprocessing.crop": "center: a square side * resolution / (resolution + 32) of the shorter side",
+        "preprocessing.interpolation": "bilinear, antialiased",
+    }
+
+
 def import_file(
     ir: ModelIR, path: str | Path, format: str | None = None, *, skip_head: bool = False
 ) -> dict[str, np.ndarray]:

@@ -57,6 +57,7 @@ def array_source(state: Mapping[str, np.ndarray]) -> TensorSource:
 def metadata(net: LoweredNetwork, options: GraphOptions, dtype: str) -> dict[str, str]:
     """``metadata_props``: what the file is and what it expects as input (docs/onnx.md lists the keys)."""
     from specdsl import __version__
+    from specdsl.weights import preprocessing
 
     channels, height, width = net.input_shape
     return {
@@ -73,6 +74,7 @@ def metadata(net: LoweredNetwork, options: GraphOptions, dtype: str) -> dict[str
         "batch_norm": "kept" if options.keep_bn else "folded",
         "dtype": dtype,
         **({"outputs": json.dumps(table(net))} if net.taps else {}),
+        **preprocessing(net),  # what the weights expect, as imported weights files record it
     }
 
 

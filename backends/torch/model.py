@@ -45,7 +45,11 @@ def build(
     """
     net = lower_for_build(ir, features, out_indices)
     model = build_network(net, ir, weights=weights, seed=seed, memory_efficient=memory_efficient, device=device)
-    return model.fuse() if deploy else model
+    from specdsl.weights import preprocessing
+
+    model = model.fuse() if deploy else model
+    model.preprocessing = preprocessing(net)  # what the weights expect (as ONNX metadata records it)
+    return model
 
 
 def build_network(

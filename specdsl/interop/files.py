@@ -26,7 +26,7 @@ from specdsl.interop._common import TORCH_SUFFIXES, gather
 from specdsl.interop.keras_layout import VARIABLES
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import BatchNorm, Conv, Linear, Op, lower, weighted_ops
-from specdsl.weights import WeightsError, _checked_values, _read_file, initial
+from specdsl.weights import WeightsError, _checked_values, _read_file, initial, preprocessing
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 #: Keys under which training scripts nest a model's state dict inside a checkpoint dict.
@@ -223,18 +223,6 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def preprocessing(ir: ModelIR) -> dict[str, str]:
-    """What the network's input must be, as metadata strings: the spec's normalisation and resolution."""
-    norm = ir.normalization
-    return {
-        "preprocessing.mean": ",".join(f"{v:g}" for v in norm.mean),
-        "preprocessing.std": ",".join(f"{v:g}" for v in norm.std),
-        "preprocessing.resolution": str(ir.resolution),
-        "preprocessing.crop": "center",
-        "preprocessing.interpolation": "bicubic",
-    }
-
-
 def import_file(
     ir: ModelIR, path: str | Path, format: str | None = None, *, skip_head: bool = False
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -251,7 +239,7 @@ def import_file(
         "source.file": Path(path).name,
         "network.sha256": lower(ir).sha256(),
         "head": "initialised (--skip-head)" if skip_head else "imported",
-        **preprocessing(ir),
+        **preprocessing(lower(ir)),
     }
     return state, metadata
 

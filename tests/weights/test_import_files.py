@@ -265,3 +265,27 @@ def test_damaged_files_are_one_line(tmp_path: Path, content: bytes | None, expec
     done = run_cli("weights", "import", "b0", str(path), "-o", str(tmp_path / "b0.safetensors"))
     assert done.returncode == 2 and expected in one_error_line(done.stderr)
     assert listing(tmp_path) == before
+
+
+def test_imported_files_and_emitted_models_carry_the_same_preprocessing(tmp_path: Path) -> None:
+    """The preprocessing the weights expect: in the imported file's metadata, on the torch model and in the ONNX
+    file's metadata_props, the same keys and values (`specdsl.weights.preprocessing`)."""
+    onnx_backend = pytest.importorskip("specdsl.backends.onnx")
+    from safetensors import safe_open
+
+    with torch.random.fork_rng():
+        source = geffnet.create_model("mixnet_s")
+    path = save_torch(source.state_dict(), tmp_path / "model.safetensors", "safetensors")
+    ir = specdsl.load("mixnet_s")
+    out = tmp_path / "mixnet_s.safetensors"
+    state, metadata = import_file(ir, path)
+    weights.save(state, out, ir=ir, metadata=metadata)
+    with safe_open(out, "numpy") as f:
+        stored = {k: v for k, v in f.metadata().items() if k.startswith("preprocessing.")}
+    assert stored == weights.preprocessing(lower(ir))
+    assert json.loads(stored["preprocessing.mean"]) == list(ir.normalization.mean)
+    assert stored["preprocessing.resolution"] == str(ir.resolution)
+    assert build(ir, weights=out).preprocessing == stored
+    small = specdsl.loads('extends = "specdsl:mixnet_s"\ninput { resolution = 64 }\n', "small.spec")
+    props = onnx_backend.build(small).metadata_props
+    assert {k: v for k, v in props.items() if k.startswith("preprocessing.")} == weights.preprocessing(lower(small))
