@@ -2,9 +2,10 @@
 
 Lite0 and B0 at 224 px with BN-calibrated random weights (tests/calibrated.py), batch 1 and 8, one thread,
 process CPU time, every runtime interleaved in one process (`onnx_vs_reference.interleaved`): ORT fp32, ORT
-int8 (``specdsl build --quantize int8``'s QDQ file), TFLite fp32 and int8 (``--export tflite``, LiteRT's
-interpreter, XNNPACK on by default), and OpenVINO reading the same two ``.onnx`` files (the outside anchor;
-benchmark-only: skipped with a note when ``openvino`` is not installed). Calibration: 32 random images of the
+int8 (``specdsl build --quantize int8``'s QDQ file), ORT int8 without the float-kept rule (every op onnxruntime
+can quantize, Swish and the SE path too: the trade-off the rule makes), TFLite fp32 and int8 (``--export
+tflite``, LiteRT's interpreter, XNNPACK on by default), and OpenVINO reading the same two ``.onnx`` files (the
+outside anchor; benchmark-only: skipped with a note when ``openvino`` is not installed). Calibration: 32 random images of the
 kind the weights were calibrated on. Reported: median latency, file size, and the int8 files' top-1 agreement
 and logit correlation with fp32 on 64 such images (random weights: near-tied logits make agreement a harsh
 measure; the trained-weights accuracy is benchmarks/edge_acceptance.py's). Goal: ORT int8 <= 0.5x ORT fp32 on
@@ -34,9 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 import specdsl  # noqa: E402
 from specdsl.backends.keras import build as keras_build  # noqa: E402
-from specdsl.backends.keras.tflite import convert, interpreter  # noqa: E402
-from specdsl.backends.onnx import emit, session  # noqa: E402
+from specdsl.backends.keras.tflite import convert, interpreter, run  # noqa: E402
+from specdsl.backends.onnx import build, emit, session  # noqa: E402
+from specdsl.backends.onnx.emit import save  # noqa: E402
+from specdsl.backends.onnx.quantize import quantize  # noqa: E402
 from specdsl.calibration import Calibration  # noqa: E402
+from specdsl.passes.lower import lower  # noqa: E402
 from tests.calibrated import images, random_weights  # noqa: E402
 
 RESOLUTION = 224
@@ -72,30 +76,32 @@ def files(name: str, scratch: Path) -> dict[str, object]:
     x = images(32, RESOLUTION, 5)
     check = images(64, RESOLUTION, 6)
     onnx_cal = Calibration("random images", x, check, np.zeros(len(check), np.int64))
-    for kind in ("fp32", "int8"):
+    for kind in ("fp32", "int8", "int8-all"):
         (scratch / f"{name}-{kind}").mkdir()
     (fp32,) = emit(ir, scratch / f"{name}-fp32", weights=state)
     (int8,) = emit(ir, scratch / f"{name}-int8", weights=state, quantize="int8", calibration=onnx_cal)
+    all_cal = Calibration("random images", x, check, np.zeros(len(check), np.int64))
+    everything = quantize(build(ir, weights=state), lower(ir), all_cal, keep_float=False)  # no float-kept rule
+    (int8_all,) = save(everything, scratch / f"{name}-int8-all" / "model.onnx")
     model = keras_build(ir, weights=state)
     tfl_cal = Calibration("random images", x, check, np.zeros(len(check), np.int64))
     tfl_fp32, tfl_int8 = convert(model), convert(model, quantize="int8", calibration=tfl_cal)
-    reference = np.concatenate(
-        [session(fp32, threads=1).run(None, {"input": check[i : i + 8]})[0] for i in range(0, 64, 8)]
-    )
-    int8_out = np.concatenate(
-        [session(int8, threads=1).run(None, {"input": check[i : i + 8]})[0] for i in range(0, 64, 8)]
-    )
+    run32 = session(fp32, threads=1)
+    reference = np.concatenate([run32.run(None, {"input": check[i : i + 8]})[0] for i in range(0, len(check), 8)])
     keras_out = np.asarray(model(check.transpose(0, 2, 3, 1), training=False))
-    from specdsl.backends.keras.tflite import run
-
     tfl_out = run(tfl_int8, np.ascontiguousarray(check.transpose(0, 2, 3, 1)))
     return {
         "ort fp32": fp32,
         "ort int8": int8,
+        "ort int8 all": int8_all,
         "tflite fp32": tfl_fp32,
         "tflite int8": tfl_int8,
         "agreement": {
-            "ort int8": (onnx_cal.measured["agreement"], float(np.corrcoef(reference.ravel(), int8_out.ravel())[0, 1])),
+            "ort int8": (onnx_cal.measured["agreement"], correlation(reference, int8, check)),
+            "ort int8 all (no float-kept rule)": (
+                all_cal.measured["agreement"],
+                correlation(reference, int8_all, check),
+            ),
             "tflite int8": (
                 tfl_cal.measured["agreement"],
                 float(np.corrcoef(keras_out.ravel(), tfl_out.ravel())[0, 1]),
@@ -104,13 +110,19 @@ def files(name: str, scratch: Path) -> dict[str, object]:
     }
 
 
+def correlation(reference: np.ndarray, path: Path, check: np.ndarray) -> float:
+    run = session(path, threads=1)
+    out = np.concatenate([run.run(None, {"input": check[i : i + 8]})[0] for i in range(0, len(check), 8)])
+    return float(np.corrcoef(reference.ravel(), out.ravel())[0, 1])
+
+
 def runners(made: dict[str, object], batch: int) -> dict[str, Callable[[], object]]:
     x = images(batch, RESOLUTION, 9)
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     result: dict[str, Callable[[], object]] = {}
-    for key in ("ort fp32", "ort int8"):
-        run = session(made[key], threads=1)
-        result[key] = lambda run=run: run.run(None, {"input": x})
+    for key in ("ort fp32", "ort int8", "ort int8 all"):
+        ort = session(made[key], threads=1)
+        result[key] = lambda ort=ort: ort.run(None, {"input": x})
     for key in ("tflite fp32", "tflite int8"):
         result[key] = tflite_runner(made[key], nhwc)
     for key in ("ort fp32", "ort int8"):
@@ -167,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             medians = {b: {k: statistics.median(v) * 1e3 for k, v in t.items()} for b, t in timings.items()}
             for key in medians[1]:
                 file_key = key.replace("openvino", "ort")
-                base = key.replace("int8", "fp32")
-                fp32_size = size(made[file_key.replace("int8", "fp32")])
+                base = key.split()[0] + " fp32"
+                fp32_size = size(made[file_key.split()[0] + " fp32"])
                 lines.append(
                     f"| {key} | {'.onnx' if 'ort' in file_key else '.tflite'} | {medians[1][key]:.2f} | "
                     f"{medians[8][key]:.2f} | {medians[1][key] / medians[1][base]:.2f} | "

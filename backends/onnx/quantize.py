@@ -153,10 +153,13 @@ def check_quantize(*, calibrated: bool, method: str | None = None, **options: An
         raise ValueError(f"int8 is quantized from the folded, static float32 graph: drop {', '.join(given)}")
 
 
-def quantize(model: onnx_ir.Model, net: LoweredNetwork, calibration: Calibration) -> onnx_ir.Model:
+def quantize(
+    model: onnx_ir.Model, net: LoweredNetwork, calibration: Calibration, *, keep_float: bool = True
+) -> onnx_ir.Model:
     """``model`` (float32, BN folded, static size) as a QDQ int8 model calibrated on ``calibration.images``; the
     fp32 and int8 models are compared on the check images, and the result is in ``calibration.measured`` and in
-    the model's metadata (``quantization.*``)."""
+    the model's metadata (``quantization.*``). ``keep_float=False`` quantizes every op onnxruntime can (no
+    float-kept rule): what benchmarks/edge.py compares the rule against."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {
@@ -179,12 +182,13 @@ def quantize(model: onnx_ir.Model, net: LoweredNetwork, calibration: Calibration
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                nodes_to_quantize=quantized_nodes(net),
+                nodes_to_quantize=quantized_nodes(net) if keep_float else None,
                 calibrate_method=methods[calibration.method],
                 extra_options={"WeightSymmetric": True, "CalibStridedMinMax": 1},
             )
         quantized = onnx.load(int8)
-    _int8_weights(quantized, weight_only_nodes(net))
+    if keep_float:
+        _int8_weights(quantized, weight_only_nodes(net))
     measured = measure(proto, quantized, calibration)
     calibration.measured.update(measured)
     result = onnx_ir.from_proto(quantized)
