@@ -1,15 +1,15 @@
 """Edge deployment speed: fp32 and int8 from one spec, on ONNX Runtime, TFLite (LiteRT) and OpenVINO.
 
-Lite0 and B0 at 224 px with BN-calibrated random weights (tests/calibrated.py), batch 1 and 8, one thread,
-process CPU time, every runtime interleaved in one process (`onnx_vs_reference.interleaved`): ORT fp32, ORT
-int8 (``specdsl build --quantize int8``'s QDQ file), ORT int8 without the float-kept rule (every op onnxruntime
-can quantize, Swish and the SE path too: the trade-off the rule makes), TFLite fp32 and int8 (``--export
-tflite``, LiteRT's interpreter, XNNPACK on by default), and OpenVINO reading the same two ``.onnx`` files (the
-outside anchor; benchmark-only: skipped with a note when ``openvino`` is not installed). Calibration: 32 random images of the
-kind the weights were calibrated on. Reported: median latency, file size, and the int8 files' top-1 agreement
-and logit correlation with fp32 on 64 such images (random weights: near-tied logits make agreement a harsh
-measure; the trained-weights accuracy is benchmarks/edge_acceptance.py's). Goal: ORT int8 <= 0.5x ORT fp32 on
-Lite0 at batch 1. Writes benchmarks/results_edge.md.
+Lite0 and B0 at 224 px with BN-calibrated random weights (tests/calibrated.py), batch 1 and 8, one thread, process
+CPU time, every runtime interleaved in one process (`onnx_vs_reference.interleaved`): ORT fp32, ORT int8 (``specdsl
+build --quantize int8``'s QDQ file), ORT int8 without the float-kept rule (every op onnxruntime can quantize, Swish
+and the SE path too: the trade-off the rule makes), TFLite fp32 and int8 (``--export tflite``, LiteRT's
+interpreter, XNNPACK on by default), and OpenVINO reading the same two ``.onnx`` files (the outside anchor;
+benchmark-only: skipped with a note when ``openvino`` is not installed). Calibration: 32 random images of the kind
+the weights were calibrated on. Reported: median latency, file size, and the int8 files' top-1 agreement and logit
+correlation with fp32 on 64 such images (random weights: near-tied logits make agreement a harsh measure; the
+trained-weights accuracy is benchmarks/edge_acceptance.py's). Goal: ORT int8 <= 0.5x ORT fp32 on Lite0 at batch 1.
+Writes benchmarks/results_edge.md.
 
     python benchmarks/edge.py [--reps 30] [--networks lite0 b0]
 """
