@@ -202,7 +202,8 @@ def build(
     model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
     if state is not None:
         assign(model, net, state)
-    if include_top:
-        return model
-    top = model.outputs[0] if pooling is None else POOLING[pooling](name=f"{pooling}_pool")(model.outputs[0])
-    return keras.Model(model.inputs, top, name=model.name)
+    if not include_top:
+        top = model.outputs[0] if pooling is None else POOLING[pooling](name=f"{pooling}_pool")(model.outputs[0])
+        model = keras.Model(model.inputs, top, name=model.name)
+    model.preprocessing = canonical.preprocessing(net)  # what the weights expect (as ONNX metadata records it)
+    return model

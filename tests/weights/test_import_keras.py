@@ -51,3 +51,15 @@ def test_keras_weights_files_import_with_the_source_logits(tmp_path: Path, const
     assert np.abs(ours - expected).max() <= TOLERANCE * scale
     assert inspect_file(keras3)["fits"] == [spec]
     assert inspect_file(legacy)["fits"] == [spec]
+
+
+def test_the_keras_model_carries_the_preprocessing_its_weights_expect() -> None:
+    """As the ONNX file's metadata_props and the torch model's attribute (`specdsl.weights.preprocessing`)."""
+    from specdsl.passes.lower import lower
+    from specdsl.weights import preprocessing
+
+    ir = load_ir("b0", RESOLUTION)
+    expected = preprocessing(lower(ir))
+    assert dict(build(ir).preprocessing) == expected
+    assert dict(build(ir, include_top=False, pooling="avg").preprocessing) == expected
+    assert expected["preprocessing.resolution"] == str(RESOLUTION)
