@@ -169,7 +169,7 @@ def test_cli_import_writes_canonical_weights_with_metadata(tmp_path: Path) -> No
         metadata = f.metadata()
     assert metadata["source.format"] == "timm"
     assert metadata["network.sha256"] == lower(ir).sha256()
-    assert metadata["preprocessing.mean"] == "0.485,0.456,0.406"
+    assert json.loads(metadata["preprocessing.mean"]) == [0.485, 0.456, 0.406]
     import hashlib
 
     assert metadata["source.sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
