@@ -280,7 +280,7 @@ def _program(
                 tuple(steps[index:stop]),
                 tuple(dict.fromkeys(s for s in read if s not in written)),
                 tuple(sorted(written & later)),
-                tuple(sorted({s for s in read if s not in written and last_read.get(s, -1) < stop})),
+                tuple(sorted({s for s in read if s not in written | kept and last_read.get(s, -1) < stop})),
             )
         )
         index = stop
