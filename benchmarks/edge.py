@@ -192,10 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             lines.append("")
             print("\n".join(lines), file=sys.stderr)
     lines.append(f"Total {time.perf_counter() - started:.0f} s.")
-    text = "\n".join(lines).replace("{end_load}", f"{os.getloadavg()[0]:.2f}") + "\n"
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, lines)
     return 0
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """The results file (``{end_load}``: the load average now), also printed."""
+    text = "\n".join(lines).replace("{end_load}", f"{os.getloadavg()[0]:.2f}") + "\n"
+    path.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from frontend import cpu_name  # this folder is sys.path[0] when run as a script
+from edge import write_report  # this folder is sys.path[0] when run as a script
+from frontend import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -179,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Total {time.perf_counter() - started:.0f} s.",
         ]
-    text = "\n".join(lines).replace("{end_load}", f"{os.getloadavg()[0]:.2f}") + "\n"
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 
