@@ -303,6 +303,8 @@ EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb", "
 #: such as oneDNN's notice, some printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL. Noise for a command-line user.
 _PRE_INIT_WARNING = r"WARNING: All log messages before absl::InitializeLog\(\)"
 _INFO_LINE = r"I\d{4} \d\d:\d\d:\d\d"
+#: What the TFLite converter and interpreter print on the stderr descriptor while `build --export tflite` converts.
+_TFLITE_NOISE = re.compile(r"fully_quantize: |INFO: Created TensorFlow Lite XNNPACK delegate|[WI]\d{4} ")
 
 
 @contextlib.contextmanager
@@ -374,7 +376,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with staged_output(out_dir, force=args.force) as staging:
         print(f"building {ir.name} ({report.params:,} params) for {args.backend} ...", file=sys.stderr, flush=True)
-        emitted = backend.emit(ir, staging.path, **options)
+        with _filtered_stderr_descriptor(_TFLITE_NOISE) if args.export == "tflite" else contextlib.nullcontext():
+            emitted = backend.emit(ir, staging.path, **options)
     # The backend's order (module, weights, program), then anything else it wrote.
     written = [out_dir / Path(path).relative_to(staging.path) for path in emitted]
     written += [path for path in staging.published if path not in written]
