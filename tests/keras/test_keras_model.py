@@ -147,7 +147,7 @@ def test_errors_name_what_is_wrong(tmp_path) -> None:
     ir = specdsl.loads(TINY_SPEC, "tiny.spec")
     with pytest.raises(BackendUnavailable, match="no deploy mode"):
         build(ir, deploy=True)
-    with pytest.raises(ValueError, match="exports saved_model, not 'pt2'"):
+    with pytest.raises(ValueError, match="exports saved_model, tflite, not 'pt2'"):
         emit(ir, tmp_path, export="pt2")
     with pytest.raises(weights.WeightsError, match="do not fit efficientnet-b0"):
         build(load_ir("b0"), weights=state_of(build(ir)))
