@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 keras = pytest.importorskip("keras")
 
 import specdsl  # noqa: E402
 from specdsl.passes.lower import lower  # noqa: E402
+from tests.calibrated import calibration_images, random_weights  # noqa: E402
+from tests.strategies import family_network, family_spec_text  # noqa: E402
 
 from .helpers import OTHER, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
 
@@ -73,3 +76,15 @@ def test_include_top_false_is_the_final_feature_map_with_keras_applications_pool
 def test_contradictory_options_are_refused(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         specdsl.build(shipped("b0")[0], backend="keras", **options)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=family_network)
+def test_keras_taps_equal_the_oracle_on_random_family_networks(net: dict) -> None:
+    ir = specdsl.loads(family_spec_text(net), "family.spec")
+    state = random_weights(ir, 12)
+    x = calibration_images(ir, 12)[:2]
+    expected = specdsl.reference.run(lower(ir, features="expansion"), state, x)
+    got = keras_taps(specdsl.build(ir, backend="keras", weights=state, features="expansion"), x)
+    for value, e in zip(got.values(), expected, strict=True):
+        assert relative_error(value, e) <= TOLERANCE

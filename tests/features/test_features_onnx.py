@@ -7,18 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 onnx = pytest.importorskip("onnx")
 onnx_ir = pytest.importorskip("onnx_ir")
 pytest.importorskip("onnxruntime")
 
 import specdsl  # noqa: E402
+from specdsl import reference  # noqa: E402
 from specdsl.backends.onnx.emitter import GraphOptions  # noqa: E402
 from specdsl.backends.onnx.model import to_model  # noqa: E402
 from specdsl.backends.onnx.runtime import session  # noqa: E402
 from specdsl.backends.onnx.tensorrt import problems  # noqa: E402
 from specdsl.passes.lower import lower  # noqa: E402
+from tests.calibrated import calibration_images, random_weights  # noqa: E402
 from tests.onnx.helpers import ExternalZeros  # noqa: E402
+from tests.strategies import family_network, family_spec_text  # noqa: E402
 
 from .helpers import OTHER, REPRESENTATIVE, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
 
@@ -88,3 +92,16 @@ def test_backbone_metadata_lists_the_taps_and_a_classifier_has_none() -> None:
     backbone = specdsl.build(ir, backend="onnx", features="strides", out_indices=[2, 3, 4])
     assert '"reduction": 8' in backbone.metadata_props["outputs"]
     assert "outputs" not in specdsl.build(ir, backend="onnx").metadata_props
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=family_network)
+def test_onnxruntime_taps_equal_the_oracle_on_random_family_networks(net: dict) -> None:
+    ir = specdsl.loads(family_spec_text(net), "family.spec")
+    state = random_weights(ir, 11)
+    x = calibration_images(ir, 11)[:2]
+    for features in ("strides", "expansion"):
+        expected = reference.run(lower(ir, features=features), state, x)
+        got = run(specdsl.build(ir, backend="onnx", weights=state, features=features), x)
+        for value, e in zip(got.values(), expected, strict=True):
+            assert relative_error(value, e) <= TOLERANCE
