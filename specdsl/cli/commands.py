@@ -55,6 +55,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             ir = inputs.load(path, args.root)
+            cli_features.declared(ir)  # an outputs { … } section the network does not have
         except SpecError as error:
             if not args.json:
                 print(error, file=sys.stderr)

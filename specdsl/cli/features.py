@@ -58,6 +58,12 @@ def check(ir: ModelIR, args: argparse.Namespace, chosen: dict[str, object]) -> N
     backbone(ir, chosen)
 
 
+def declared(ir: ModelIR) -> None:
+    """Check the spec's ``outputs`` section against its network (a located error), for ``specdsl check``."""
+    if ir.spec.outputs.features is not None:
+        lower_for_build(ir)
+
+
 def backbone(ir: ModelIR, chosen: dict[str, object]) -> dict[str, Any]:
     """The backbone of ``ir`` for the flags' selection (none: the spec's ``outputs``): its params, MACs and tap
     table (``info --features``'s JSON); a bad selection is blamed on the flag."""

@@ -95,3 +95,11 @@ def test_api_build_reports_a_bad_declaration_with_its_location(tmp_path: Path) -
     with pytest.raises(SpecError) as caught:
         lower_for_build(ir)
     assert caught.value.line == 4 and "'nope' is not an op or stage" in caught.value.message
+
+
+def test_check_locates_a_bad_declaration(tmp_path: Path) -> None:
+    path = write(tmp_path, 'extends = "specdsl:b0"\nname = "b"\noutputs {\n    features = ["stages.7"]\n}\n')
+    code, _, err = run_main("check", str(path))
+    assert code == 2 and f"{path}:4:5: error: 'stages.7' is not an op or stage of b" in err
+    code, out, _ = run_main("check", str(write(tmp_path, BACKBONE, "good.spec")))
+    assert code == 0 and out.startswith("ok ")
