@@ -25,8 +25,11 @@ from specdsl.ir import ModelIR
 #: Default and largest number of calibration images (--calibration-images).
 DEFAULT_IMAGES = 200
 MAX_IMAGES = 10_000
-#: Held-out images the fp32 and quantized models are compared on.
+#: Held-out images the fp32 and quantized models are compared on (fewer where `MAX_BYTES` says so).
 MAX_CHECK_IMAGES = 1000
+#: Memory for the preprocessed calibration images, and again for the check images (float32 at the spec's
+#: evaluation resolution): 1 GiB is 1,780 images at 224 px, 248 at b7's 600 px.
+MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -60,6 +63,13 @@ def load(ir: ModelIR, data: str, *, count: int = DEFAULT_IMAGES, method: str = "
     """Open ``data`` and read the calibration and check images for ``ir``; bad data is a `SpecError` naming it."""
     if not 1 <= count <= MAX_IMAGES:
         raise SpecError(f"--calibration-images must be 1 to {MAX_IMAGES}, got {count}")
+    per_image = 4 * ir.in_channels * ir.resolution * ir.resolution
+    if count * per_image > MAX_BYTES:
+        raise SpecError(
+            f"{count} calibration images at {ir.resolution} px take {count * per_image / 2**30:.1f} GiB "
+            f"(limit {MAX_BYTES >> 30} GiB): give at most {MAX_BYTES // per_image}",
+            path=f"--calibration-images {count}",
+        )
     try:
         from specdsl.training.data import open_source
     except ImportError as error:
@@ -70,7 +80,9 @@ def load(ir: ModelIR, data: str, *, count: int = DEFAULT_IMAGES, method: str = "
     if len(source.train) == 0 or len(source.held_out) == 0:
         raise SpecError("the data has no images to calibrate or check on", path=data)
     images, _ = _view(ir, source, source.train, _evenly(len(source.train), count))
-    check_images, labels = _view(ir, source, source.held_out, _evenly(len(source.held_out), MAX_CHECK_IMAGES))
+    check_images, labels = _view(
+        ir, source, source.held_out, _evenly(len(source.held_out), min(MAX_CHECK_IMAGES, MAX_BYTES // per_image))
+    )
     return Calibration(data, images.astype(np.float32), check_images.astype(np.float32), labels, method)
 
 

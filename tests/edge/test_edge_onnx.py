@@ -143,3 +143,20 @@ def test_bad_quantization_input_is_one_line_and_writes_nothing(args: list[str], 
     assert code == 2
     assert expected in one_error_line(stderr)
     assert listing(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_calibration_memory_is_bounded_before_reading(tmp_path: Path) -> None:
+    args = (
+        "--backend",
+        "onnx",
+        "--quantize",
+        "int8",
+        "--calibration",
+        "builtin:digits",
+        "--calibration-images",
+        "9999",
+    )
+    code, _, stderr = run_main("build", "b0", *args, "-o", str(tmp_path / "out"))
+    line = one_error_line(stderr)
+    assert code == 2 and "take 5.6 GiB (limit 1 GiB): give at most 1783" in line and "--calibration-images 9999" in line
+    assert list(tmp_path.iterdir()) == []
