@@ -142,7 +142,8 @@ def check_quantize(*, calibrated: bool, method: str | None = None, **options: An
             raise ValueError("calibration data is for --quantize int8")
         return
     if quantize not in QUANTIZE:
-        raise ValueError(f"the ONNX backend quantizes to {', '.join(QUANTIZE)}, not {quantize}")
+        hint = " (float16 ONNX: --dtype float16)" if quantize == "float16" else ""
+        raise ValueError(f"the ONNX backend quantizes to {', '.join(QUANTIZE)}, not {quantize}{hint}")
     if not calibrated:
         raise ValueError("int8 needs calibration images: add --calibration DATA (an ImageFolder or builtin:digits)")
     if method is not None and method not in METHODS:
