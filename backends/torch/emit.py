@@ -150,9 +150,12 @@ def standalone_source(
 ) -> str:
     """The text of ``<stem>.py``: header, layers, config table, model class and ``load_model``."""
     from specdsl import __version__
+    from specdsl.passes.lower import lower_for_build
+    from specdsl.weights import preprocessing
 
     cls = class_name(ir.name)
-    network = network_json(ir, features, out_indices)
+    net = lower_for_build(ir, features, out_indices)
+    network = net.to_json()
     channels, height, width = network["input_shape"]
     result = "maps" if network.get("taps") else "logits"  # a backbone returns its feature maps (model.feature_info)
     name = docstring_text(ir.name)
@@ -176,6 +179,8 @@ specdsl's PyTorch backend. Regenerate rather than edit.
 SEED = {seed}
 DEPLOY = {deploy}
 WEIGHTS = Path(__file__).with_name("{stem}.safetensors")
+# What the weights expect (the same keys and values as specdsl.build's model.preprocessing and the ONNX metadata).
+{chr(10).join(_literal_lines(preprocessing(net), 0, "PREPROCESSING = "))}
 
 {chr(10).join(_literal_lines(network, 0, "NETWORK = "))}
 
@@ -192,6 +197,8 @@ def load_model(weights: str | Path | None = WEIGHTS, *, deploy: bool = DEPLOY) -
     with torch.device("meta"):  # shapes only: no default init drawing from the global RNG
         model = {cls}()
     model = materialize(model, None if weights is None else read_safetensors(weights), SEED).eval()
-    return model.fuse() if deploy else model
+    model = model.fuse() if deploy else model
+    model.preprocessing = dict(PREPROCESSING)
+    return model
 '''
     return header + "\n" + _layers_body() + footer

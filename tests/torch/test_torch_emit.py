@@ -110,6 +110,7 @@ def test_standalone_init_and_deploy_match_build(emitted_b0: tuple[Path, dict[str
     module = import_file(out_dir / "efficientnet_b0.py")
     ir = load_ir("b0")
     assert module.SEED == 0 and module.DEPLOY is False
+    assert module.load_model(None).preprocessing == build(ir, seed=0).preprocessing  # what the weights expect
     assert isinstance(module.EfficientnetB0(), module.EfficientNet)
     # weights=None: the reference init from SEED, identical to build(seed=SEED).
     fresh, built = module.load_model(None).state_dict(), build(ir, seed=0).state_dict()
