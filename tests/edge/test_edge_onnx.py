@@ -130,6 +130,7 @@ def _bad_folder(root: Path) -> Path:
             "--calibration-images 0",
         ),
         (["--backend", "keras", "--quantize", "int8", "--calibration", "builtin:digits"], "add --export tflite"),
+        (["--backend", "onnx", "--quantize", "int8", "--calibration", "builtin:digits", "--features"], "backbones"),
     ],
     ids=lambda value: " ".join(value[1:]) if isinstance(value, list) else None,
 )
