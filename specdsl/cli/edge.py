@@ -28,13 +28,6 @@ def calibration(args: argparse.Namespace, backend: Any, ir: ModelIR, options: di
         if extras or args.int8_io:
             raise SpecError(f"{(extras or ['--int8-io'])[0]} is for a quantized build: add --quantize int8")
         return None
-    backbone = options.get("features") is not None or options.get("out_indices") is not None
-    if backbone or ir.spec.outputs.features is not None:
-        raise SpecError(
-            "a quantized build is a classifier's, checked by top-1 agreement: build backbones (--features, "
-            "outputs { features }) in float",
-            path=f"--quantize {args.quantize}",
-        )
     check = getattr(backend, "check_quantize", None)
     if check is None:  # `_backend_options` refuses --quantize for a backend without it; this is a safety net
         raise SpecError(f"the {args.backend} backend cannot quantize")
