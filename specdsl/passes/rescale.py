@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.passes.analysis import count_macs
-from specdsl.passes.resolve import resolve
+from specdsl.passes.resolve import resolve_unchecked
 from specdsl.passes.scaling import compound_factors, round_resolution
 from specdsl.spec import SpecDocument
 
@@ -113,7 +113,7 @@ def by_phi(doc: SpecDocument, phi: float, *, name: str | None = None) -> SpecDoc
 
 
 def _macs(doc: SpecDocument) -> int:
-    return count_macs(resolve(doc))
+    return count_macs(resolve_unchecked(doc))  # the kept variant is `resolve`d, memory check included
 
 
 def bracket_phi(doc: SpecDocument, target_macs: float) -> tuple[float, float]:
@@ -181,11 +181,11 @@ def _shorter(value: float) -> list[float]:
 def shortest(doc: SpecDocument) -> SpecDocument:
     """``doc`` with each scaling multiplier (``width``, ``depth``, every ``stage_depth``) written as the shortest
     decimal that resolves to the same network: phi = 3 gives width 1.331, not 1.1**3 = 1.3310000000000004."""
-    network = resolve(doc).network()
+    network = resolve_unchecked(doc).network()
 
-    def same(candidate: SpecDocument) -> bool:
+    def same(candidate: SpecDocument) -> bool:  # the same network: the same size, so no memory check
         try:
-            return resolve(candidate).network() == network
+            return resolve_unchecked(candidate).network() == network
         except SpecError:
             return False
 

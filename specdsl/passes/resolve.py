@@ -159,7 +159,15 @@ def _check_resolution(doc: SpecDocument, total_stride: int) -> None:
 
 
 def resolve(doc: SpecDocument) -> ModelIR:
-    """Lower a validated document to the fully resolved network."""
+    """Lower a validated document to the fully resolved network, within the build-memory limit."""
+    ir = resolve_unchecked(doc)
+    _check_size(ir, doc)
+    return ir
+
+
+def resolve_unchecked(doc: SpecDocument) -> ModelIR:
+    """`resolve` without the build-memory check (which lowers the whole network): for searches that resolve many
+    candidate documents and `resolve` only the one they keep."""
     scaling = doc.scaling
     defaults = doc.defaults
     _check_continuity(doc)
@@ -267,7 +275,6 @@ def resolve(doc: SpecDocument) -> ModelIR:
         training=doc.training,
         spec=doc,
     )
-    _check_size(ir, doc)
     return ir
 
 
