@@ -259,6 +259,21 @@ def cannot_write(path: Path | str, error: OSError) -> SpecError:
     return SpecError(f"cannot write {path}: {reason}")
 
 
+@contextlib.contextmanager
+def os_errors_as_cannot_write(path: Path | str, directory: Path | None) -> Iterator[None]:
+    """An OS failure (also one a library wraps, as safetensors does) while writing ``path`` becomes
+    ``cannot write PATH: reason``; ``directory`` is probed for a full disk."""
+    try:
+        yield
+    except SpecError:
+        raise
+    except Exception as error:
+        found = os_error_behind(error, directory)
+        if found is None:
+            raise
+        raise cannot_write(path, found) from None
+
+
 def os_error_behind(exc: BaseException, staging: Path | None) -> OSError | None:
     """The OS failure behind an exception raised while writing, if there is one.
 
@@ -332,15 +347,8 @@ def staged_output(destination: Path | str, *, force: bool, shown: str | None = N
             staging.path.mkdir()
         except OSError as error:
             raise cannot_write(shown, error) from None
-        try:
+        with os_errors_as_cannot_write(shown, root):
             yield staging
-        except SpecError:
-            raise
-        except Exception as exc:
-            found = os_error_behind(exc, root)
-            if found is None:
-                raise
-            raise cannot_write(shown, found) from None
         staging.published = publish(staging.path, destination, force=force, aside=root / "old")
     except BaseException:
         with uninterrupted():

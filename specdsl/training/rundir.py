@@ -16,10 +16,10 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from specdsl.cli.files import cannot_write, os_error_behind, publish_permissions
+from specdsl.cli.files import cannot_write, os_errors_as_cannot_write, publish_permissions
 from specdsl.errors import SpecError
 
 SPEC_FILE = "spec.spec"  # the resolved spec a run trained, every key spelled out
@@ -38,21 +38,6 @@ CHECKPOINT_FILES = (
 )
 #: How a damaged run is left behind, in every message about one.
 AFRESH = "start afresh with --force (it replaces only the trainer's files)"
-
-
-@contextlib.contextmanager
-def os_errors_as_cannot_write(path: Path, directory: Path) -> Iterator[None]:
-    """An OS failure (also one a library wraps, as safetensors does) while writing ``path`` becomes
-    ``cannot write PATH: reason``; ``directory`` is probed for a full disk."""
-    try:
-        yield
-    except SpecError:
-        raise
-    except Exception as error:
-        found = os_error_behind(error, directory)
-        if found is None:
-            raise
-        raise cannot_write(path, found) from None
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
