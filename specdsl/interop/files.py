@@ -180,8 +180,7 @@ def _keras3_names(ir: ModelIR, tensors: Mapping[str, Any]) -> dict[str, Any]:
             if key in tensors:
                 renamed[f"{layer}/{VARIABLES[op.op][suffix]}"] = tensors[key]
                 claimed.add(key)
-    preprocessing = ("layers/normalization", "layers/rescaling")
-    renamed.update({k: v for k, v in tensors.items() if k not in claimed and not k.startswith(preprocessing)})
+    renamed.update({k: v for k, v in tensors.items() if k not in claimed and not _is_preprocessing(k)})
     return renamed
 
 
@@ -204,8 +203,7 @@ def to_canonical(
     elif format == "torchvision":
         state = torchvision.import_weights(tensors, ir, label=label, skip_head=skip_head)
     elif format == "keras":
-        skip = ("normalization/", "rescaling/")
-        source = {k: v for k, v in _keras3_names(ir, tensors).items() if not k.startswith(skip)}
+        source = {k: v for k, v in _keras3_names(ir, tensors).items() if not _is_preprocessing(k)}
         state = keras_applications.import_variables(source, ir, label=label, skip_head=skip_head)
     else:
         raise WeightsError(f"unknown weights format {format!r}; one of {', '.join(FORMATS)}")
@@ -245,8 +243,12 @@ def import_file(
 
 
 def _is_preprocessing(name: str) -> bool:
-    """A Keras file's input-normalisation state (mean, variance, count): not part of the network."""
-    return name.startswith(("normalization", "rescaling", "layers/normalization", "layers/rescaling"))
+    """A Keras file's input-normalisation state (mean, variance, count): not part of the network. Keras numbers
+    layer names per process (``normalization_6`` when other models were built first)."""
+    return _KERAS_PREPROCESSING.match(name) is not None
+
+
+_KERAS_PREPROCESSING = re.compile(r"(layers/)?(normalization|rescaling)(_\d+)?/")
 
 
 def _is_statistic(name: str) -> bool:
