@@ -190,16 +190,11 @@ def check_running(jobs: int | None, threads: int | None, shard: tuple[int, int])
 def check_data(base: SpecDocument, settings: GridSettings) -> None:
     """What the data must agree on with every network of the grid (they share the base's input and head): it
     opens, decodes to the network's input channels, and has as many classes as the network has outputs."""
-    from specdsl.training.data import open_source, with_train_subset
+    from specdsl.training.data import check_classes, open_source, with_train_subset
 
     ir = resolve(base)
     source = with_train_subset(open_source(settings.data, ir.in_channels), settings.train_images)
-    if len(source.classes) != ir.head.classes:
-        raise SpecError(
-            f"the base network has {ir.head.classes} outputs but {source.name} has {len(source.classes)} classes",
-            path=f"--data {settings.data}",
-            hint=f"give the base spec head {{ classes = {len(source.classes)} }}",
-        )
+    check_classes(source, ir.head.classes, path=f"--data {settings.data}", spec="the base spec")
 
 
 def search(

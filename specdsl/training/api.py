@@ -16,7 +16,7 @@ from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
 from specdsl.passes.resolve import resolve
 from specdsl.training import finetune
-from specdsl.training.data import open_source, with_train_subset
+from specdsl.training.data import check_classes, open_source, with_train_subset
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
 from specdsl.training.loop import LoopSettings, Trainer
@@ -89,12 +89,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
             lr_decay=options.lr_decay,
         )
         spec_text = finetune.spec_text(ir, tuning)
-        if len(source.classes) != ir.head.classes:
-            raise SpecError(
-                f"{source.name} has {len(source.classes)} classes but the network has {ir.head.classes} outputs: "
-                f"set head {{ classes = {len(source.classes)} }}",
-                path=str(spec) if not isinstance(spec, ModelIR) else ir.name,
-            )
+        check_classes(source, ir.head.classes, path=str(spec) if not isinstance(spec, ModelIR) else ir.name)
         _prepare_run_dir(run_dir, spec_text, options, ctx)
         if ctx.is_main:
             finetune.say(tuning, options.quiet)

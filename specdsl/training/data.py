@@ -261,6 +261,17 @@ def image_folder(root: Path, channels: int) -> Source:
     return Source(str(root), classes, splits["train"], splits["val"], center_crop=True)
 
 
+def check_classes(source: Source, outputs: int, *, path: str, spec: str = "the spec") -> None:
+    """The data's class count is the network's output count: checked before a run or a search writes anything."""
+    found = len(source.classes)
+    if found != outputs:
+        raise SpecError(
+            f"{source.name} has {found} classes but the network has {outputs} outputs",
+            path=path,
+            hint=f"give {spec} head {{ classes = {found} }}",
+        )
+
+
 def open_source(data: str, channels: int) -> Source:
     """``builtin:digits`` or an ImageFolder-style directory."""
     if data.startswith(BUILTIN_PREFIX):
