@@ -17,11 +17,11 @@ import torch
 
 from specdsl.ir import ModelIR
 from specdsl.passes.features import Features
-from specdsl.passes.lower import lower
+from specdsl.passes.lower import lower, lower_for_build
 
 from ..naming import file_stem
 from . import layers
-from .model import build, build_network, network_json
+from .model import build, build_network
 
 EXPORTS = ("pt2",)
 _LINE = 120  # the line length the emitted file keeps to (ruff's, as configured for specdsl)
@@ -72,7 +72,7 @@ def emit(
     py.write_text(source, encoding="utf-8")
     paths = [py, canonical.save(model, out_dir / f"{stem}.safetensors", ir=ir)]
     if export == "pt2":
-        if network_json(ir, features, out_indices).get("taps"):  # a backbone (asked for, or the spec's outputs)
+        if lower_for_build(ir, features, out_indices).taps:  # a backbone (asked for, or the spec's outputs)
             model = build(ir, weights=weights, seed=seed, features=features, out_indices=out_indices)
         model.eval()
         if deploy:
@@ -150,7 +150,6 @@ def standalone_source(
 ) -> str:
     """The text of ``<stem>.py``: header, layers, config table, model class and ``load_model``."""
     from specdsl import __version__
-    from specdsl.passes.lower import lower_for_build
     from specdsl.weights import preprocessing
 
     cls = class_name(ir.name)
