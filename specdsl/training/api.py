@@ -71,13 +71,16 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
     ir = resolve(doc)
     spec_text = run_spec_text(ir)
     check_against_torch(options)
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    if options.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+    # torch's thread count and determinism are process-wide: set for the run, given back after it (a caller's
+    # later computations, in this process, run as they did before).
+    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     ctx = Context.from_environment(options.device, join=options.distributed)
     try:
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
+        if options.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         _check_options(options, ctx)
         source = with_train_subset(open_source(options.data, ir.in_channels), options.train_images)
         ir, tuning = finetune.prepare(
@@ -126,6 +129,9 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
         )
     finally:
         ctx.close()
+        threads, deterministic, torch.backends.cudnn.benchmark = previous
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _check_options(options: TrainOptions, ctx: Context) -> None:

@@ -81,8 +81,10 @@ def test_stopped_after_stage_one_and_resumed_ends_with_the_same_weights(finished
     spec = tmp_path / "digits_test.spec"
     spec.write_text(TRAIN_SPEC)
     run = tmp_path / "run"
+    before = torch.get_num_threads()
     first = train(spec, run, TrainOptions(threads=1, quiet=True, stop_at_epoch=2))  # stage 1 is epochs 0-1
     assert first.epochs == 2
+    assert torch.get_num_threads() == before  # the run's thread count (1) is given back to the process
     resumed = train(spec, run, TrainOptions(threads=1, quiet=True, resume=True))
     assert resumed.epochs == 6
     ir = specdsl.load(spec)
