@@ -7,15 +7,17 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from specdsl import limits
 from specdsl.errors import SpecError, shorten
 from specdsl.frontend.loader import load_document, loads_document
 from specdsl.ir import ModelIR
 from specdsl.passes import rescale
-from specdsl.passes.analysis import DTYPE_BYTES, Report
+from specdsl.passes.analysis import DTYPE_BYTES, Backbone, Report, backbone
 from specdsl.passes.analysis import analyze as _analyze
+from specdsl.passes.features import Features
+from specdsl.passes.lower import lower
 from specdsl.passes.resolve import resolve
 
 # Arguments are checked like the CLI's flags: a wrong type or value is a SpecError naming the function and the
@@ -94,14 +96,46 @@ def loads(
     return resolve(loads_document(text, name, base_dir=base, roots=_roots("loads", roots)))
 
 
-def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32", resolution: int | None = None) -> Report:
-    """Parameters, MACs and activation memory, from the IR alone; ``resolution``: as if the spec said so."""
+@overload
+def analyze(
+    ir: ModelIR, *, batch_size: int = ..., dtype: str = ..., resolution: int | None = ..., features: None = ...
+) -> Report: ...
+
+
+@overload
+def analyze(
+    ir: ModelIR,
+    *,
+    batch_size: int = ...,
+    dtype: str = ...,
+    resolution: int | None = ...,
+    features: str | Sequence[str],
+    out_indices: Sequence[int] | None = ...,
+) -> Backbone: ...
+
+
+def analyze(
+    ir: ModelIR,
+    *,
+    batch_size: int = 1,
+    dtype: str = "float32",
+    resolution: int | None = None,
+    features: Features = None,
+    out_indices: Sequence[int] | None = None,
+) -> Report | Backbone:
+    """Parameters, MACs and activation memory, from the IR alone; ``resolution``: as if the spec said so.
+
+    ``features`` / ``out_indices`` select a backbone as `build` does (same options, same errors): the answer is then
+    the backbone's params and MACs per sample, without the head (docs/features.md)."""
     _ir("analyze", "ir", ir)
     batch_size = _integer("analyze", "batch_size", batch_size, 1, limits.MAX_BATCH)
     if dtype not in DTYPE_BYTES:
         raise _bad("analyze", "dtype", f"one of {', '.join(DTYPE_BYTES)}", dtype)
     _resolution("analyze", "resolution", resolution)
-    return _analyze(at_resolution(ir, resolution), batch_size=batch_size, dtype=dtype)
+    ir = at_resolution(ir, resolution)
+    if features is not None or out_indices is not None:
+        return backbone(lower(ir, features=features, out_indices=out_indices))
+    return _analyze(ir, batch_size=batch_size, dtype=dtype)
 
 
 def at_resolution(ir: ModelIR, resolution: int | None) -> ModelIR:

@@ -165,12 +165,11 @@ def test_build_refuses_a_bad_selection_with_one_located_error() -> None:
 
 
 def check_backbone_cost(ir: ModelIR, features: object) -> None:
-    """Backbone params and MACs from the analysis equal the torch backbone's parameter count and FlopCounterMode."""
+    """Backbone params and MACs from the analysis (the public API, which is what `info --features` shows) equal the
+    torch backbone's parameter count and FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from specdsl.passes.analysis import backbone
-
-    cost = backbone(lower(ir, features=features))
+    cost = specdsl.analyze(ir, features=features)
     model = specdsl.build(ir, seed=1, features=features).eval()
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == cost.params
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -186,9 +185,7 @@ def test_backbone_params_and_macs_are_the_torch_modules(name: str) -> None:
 
 
 def backbone_params(ir: ModelIR, features: object) -> int:
-    from specdsl.passes.analysis import backbone
-
-    return backbone(lower(ir, features=features)).params
+    return specdsl.analyze(ir, features=features).params
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
