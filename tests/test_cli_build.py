@@ -136,7 +136,7 @@ def test_a_failure_part_way_through_publishing_restores_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """All files or none: the second file fails to move in, so the first is taken back and the originals return."""
-    from specdsl.cli import files
+    from specdsl.output import files
 
     out = tmp_path / "out"
     out.mkdir()

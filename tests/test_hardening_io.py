@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from specdsl.cli import files
+from specdsl.output import files
 from tests.conftest import ROOT, listing, one_error_line, run_cli, run_main
 
 COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train", "grid"]

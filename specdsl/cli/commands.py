@@ -1,6 +1,6 @@
 """One function per `specdsl` subcommand. Each returns an exit code; user errors raise SpecError.
 
-Every file a command writes goes through `specdsl.cli.files` (staged, published atomically, never
+Every file a command writes goes through `specdsl.output.files` (staged, published atomically, never
 clobbering without --force); every table a command prints has a ``--json`` form with numbers as numbers.
 """
 
@@ -21,13 +21,14 @@ from typing import Any
 from specdsl import api, limits
 from specdsl.cli import edge, inputs
 from specdsl.cli import features as cli_features
-from specdsl.cli.files import preflight, staged_output, write_file
-from specdsl.cli.output import human, layers_table, report_table, table
+from specdsl.cli.output import layers_table, report_table
 from specdsl.errors import SpecError
 from specdsl.frontend.format import format_raw, render_document
 from specdsl.frontend.loader import find_spec, library_families, library_specs, read_spec_text
 from specdsl.frontend.syntax import parse_text
 from specdsl.ir import ModelIR
+from specdsl.output.files import preflight, staged_output, write_file
+from specdsl.output.text import human, table
 from specdsl.passes.analysis import Report, layer_rows
 from specdsl.passes.lower import lower
 from specdsl.training.schedule import schedule_of

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specdsl import api, limits
-from specdsl.cli.output import human, kernels_text, ratios_text
+from specdsl.cli.output import kernels_text, ratios_text
 from specdsl.errors import SpecError
 from specdsl.frontend.loader import library_specs
 from specdsl.ir import ModelIR
+from specdsl.output.text import human
 from specdsl.passes.analysis import Report, Row
 from specdsl.vocabulary import BlockKind
 

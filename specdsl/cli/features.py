@@ -78,7 +78,7 @@ def backbone(ir: ModelIR, chosen: dict[str, object]) -> dict[str, Any]:
 
 
 def tap_table(data: dict[str, Any]) -> str:
-    from specdsl.cli.output import human, table
+    from specdsl.output.text import human, table
 
     cells = [
         (row["index"], row["name"], row["channels"], row["reduction"], "x".join(map(str, row["shape"])))

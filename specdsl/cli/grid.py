@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from specdsl.cli import inputs
-from specdsl.cli.output import table
 from specdsl.cli.train import set_overrides
 from specdsl.errors import SpecError, printable, shorten
+from specdsl.output.text import table
 from specdsl.training.environment import torchrun_environment
 
 _EXAMPLES = """examples:

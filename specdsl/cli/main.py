@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from specdsl import __version__
-from specdsl.cli import commands, files, grid, train, weights
+from specdsl.cli import commands, grid, train, weights
 from specdsl.cli import features as cli_features
+from specdsl.output import files
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 

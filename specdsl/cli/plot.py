@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from specdsl.cli.output import human
+from specdsl.output.text import human
 from specdsl.passes.analysis import Report
 
 _ROW, _LABEL, _BAR, _GAP = 22, 90, 300, 70

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from specdsl.cli import inputs
-from specdsl.cli.files import preflight, staged_output
 from specdsl.errors import SpecError
+from specdsl.output.files import preflight, staged_output
 
 _EXAMPLES = """examples:
   specdsl weights inspect model.safetensors

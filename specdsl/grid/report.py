@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from specdsl.api import loads
-from specdsl.cli.files import staged_output
-from specdsl.cli.output import human
 from specdsl.frontend.format import render_document
 from specdsl.grid import store
 from specdsl.grid.search import GridResult
 from specdsl.grid.space import GridPoint, with_constants
+from specdsl.output.files import staged_output
+from specdsl.output.text import human
 from specdsl.passes.resolve import resolve
 
 FILES = ("table.md", "accuracy_vs_macs.png", "best.spec", "summary.json")

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from specdsl.cli.files import write_file
 from specdsl.errors import SpecError, shorten
+from specdsl.output.files import write_file
 
 CONFIG_FILE = "grid.json"
 RESULTS_FILE = "results.jsonl"

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from specdsl.cli.files import cannot_write
 from specdsl.errors import SpecError
 from specdsl.frontend.loader import load_document
 from specdsl.ir import ModelIR
+from specdsl.output.files import cannot_write
 from specdsl.passes.resolve import resolve
 from specdsl.training import finetune
 from specdsl.training.data import check_classes, open_source, with_train_subset

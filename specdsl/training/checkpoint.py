@@ -35,8 +35,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from specdsl import weights as canonical
-from specdsl.cli.files import os_errors_as_cannot_write, publish_permissions
 from specdsl.ir import ModelIR
+from specdsl.output.files import os_errors_as_cannot_write, publish_permissions
 from specdsl.training.rundir import (
     CHECKPOINT_FILES,
     METRICS_FILE,

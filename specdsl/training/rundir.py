@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from specdsl.cli.files import cannot_write, os_errors_as_cannot_write, publish_permissions
 from specdsl.errors import SpecError
+from specdsl.output.files import cannot_write, os_errors_as_cannot_write, publish_permissions
 
 SPEC_FILE = "spec.spec"  # the resolved spec a run trained, every key spelled out
 METRICS_FILE = "metrics.jsonl"

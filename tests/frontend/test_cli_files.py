@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from specdsl.cli import files
 from specdsl.errors import SpecError
+from specdsl.output import files
 from tests.conftest import SPECS, TINY_SPEC, listing, one_error_line, run_cli, run_main
 
 #: Commands writing one file, by the name of the file they write.

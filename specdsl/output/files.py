@@ -1,4 +1,4 @@
-"""The one way the CLI writes files: staged privately, then published file by file, atomically.
+"""The one way specdsl writes files: staged privately, then published file by file, atomically.
 
 Every command that writes (``build``, ``scale -o``, ``fmt -w``, ``plot``, ``info --plot``) and every
 backend's ``emit(ir, out_dir, ...)`` writes into a private staging directory that `staged_output`
