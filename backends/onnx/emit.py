@@ -47,7 +47,7 @@ def emit(
     """Write the model of ``ir`` into ``out_dir`` as ``<name>.onnx``; ``options`` are `build`'s (dtype,
     dynamic_size, opset, keep_bn). Nothing else is written there but its external data file.
 
-    ``quantize="int8"`` with ``calibration`` (`specdsl.calibration.load`): the static int8 QDQ model of
+    ``quantize="int8"`` with ``calibration`` (`specdsl.training.calibration.load`): the static int8 QDQ model of
     `quantize.quantize` instead, checked against fp32 on the calibration's held-out images."""
     from . import quantize as int8
 

@@ -14,6 +14,7 @@ from specdsl.ir import ModelIR
 def calibration(args: argparse.Namespace, backend: Any, ir: ModelIR, options: dict[str, Any]) -> Any:
     """The `specdsl.calibration.Calibration` the build quantizes with, or None; every misuse one diagnostic."""
     from specdsl import calibration as data
+    from specdsl.training.calibration import load
 
     extras = [
         flag
@@ -39,7 +40,7 @@ def calibration(args: argparse.Namespace, backend: Any, ir: ModelIR, options: di
         return None  # float16: nothing to calibrate
     count = data.DEFAULT_IMAGES if args.calibration_images is None else args.calibration_images
     inputs.check_range("--calibration-images", count, 1, data.MAX_IMAGES)
-    return data.load(ir, args.calibration, count=count, method=args.calibration_method or "minmax")
+    return load(ir, args.calibration, count=count, method=args.calibration_method or "minmax")
 
 
 def measured_lines(measured: dict[str, Any]) -> list[str]:

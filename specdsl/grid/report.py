@@ -1,4 +1,4 @@
-"""A search's final outputs, published together through the CLI's atomic writer.
+"""A search's final outputs, published together through the atomic writer (`specdsl.output.files`).
 
 * ``table.md``: every kept grid point (alpha, beta, gamma, idealised alpha*beta^2*gamma^2, measured MACs ratio,
   params, held-out accuracy per rung, training seconds), best network first;
@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from specdsl.api import loads
 from specdsl.frontend.format import render_document
+from specdsl.frontend.loader import loads_document
 from specdsl.grid import store
-from specdsl.grid.search import GridResult
+from specdsl.grid.result import GridResult
 from specdsl.grid.space import GridPoint, with_constants
 from specdsl.output.files import staged_output
 from specdsl.output.text import human
@@ -34,7 +34,7 @@ def best_spec(result: GridResult, header: list[str] | None = None) -> str:
     chosen = result.chosen
     doc = with_constants(result.base, *chosen.constants)
     text = render_document(doc, header=header)
-    if loads(text, "best.spec").network() != resolve(result.base).network():
+    if resolve(loads_document(text, "best.spec")).network() != resolve(result.base).network():
         raise RuntimeError("best.spec does not re-parse to the base network")  # a bug, not bad input
     return text
 

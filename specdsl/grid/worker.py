@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from specdsl.api import loads
 from specdsl.errors import SpecError
+from specdsl.frontend.loader import loads_document
 from specdsl.grid.proxy import Task
+from specdsl.passes.resolve import resolve
 from specdsl.training.api import TrainOptions, train
 from specdsl.training.environment import torchrun_environment
 from specdsl.training.recipe import has_checkpoint
@@ -82,7 +83,7 @@ def train_task(task: Task, slot: Slot) -> dict[str, Any]:
 
 
 def _train(task: Task, slot: Slot) -> dict[str, Any]:
-    ir = loads(task.spec_text, f"{task.run_dir}/spec")
+    ir = resolve(loads_document(task.spec_text, f"{task.run_dir}/spec"))
     run_dir = Path(task.run_dir)
     resume = has_checkpoint(run_dir)
     options = TrainOptions(

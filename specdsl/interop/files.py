@@ -262,8 +262,9 @@ def _is_statistic(name: str) -> bool:
 def inspect_file(path: str | Path, format: str | None = None) -> dict[str, Any]:
     """What a weights file is: its container, format, tensor and parameter counts, and the shipped specs whose
     canonical tensors it fills exactly (every tensor matched by name rule and shape, none left over)."""
-    from specdsl import api
-    from specdsl.frontend.loader import library_specs
+    from specdsl.frontend.loader import library_specs, load_document
+    from specdsl.passes.analysis import analyze
+    from specdsl.passes.resolve import resolve
     from specdsl.weights import canonical_shapes
 
     container, tensors = read_tensors(path)
@@ -273,9 +274,9 @@ def inspect_file(path: str | Path, format: str | None = None) -> dict[str, Any]:
     params = sum(int(np.prod(value.shape)) for name, value in network.items() if not _is_statistic(name))
     fits = []
     for name in library_specs():
-        ir = api.load(name)
+        ir = resolve(load_document(name))
         shapes = canonical_shapes(ir)
-        if len(shapes) != len(network) or api.analyze(ir).params != params:
+        if len(shapes) != len(network) or analyze(ir).params != params:
             continue
         try:
             to_canonical(ir, tensors, format, label=str(path))
