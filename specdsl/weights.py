@@ -24,7 +24,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -241,30 +241,50 @@ def load(path: str | Path, ir: ModelIR) -> dict[str, np.ndarray]:
     return _checked_values(_read_file(Path(path), ir, source), source)
 
 
-def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
-    """The reference init as canonical float32 arrays, reproducible from ``seed`` alone (numpy's PCG64).
+class InitRule(NamedTuple):
+    """How one canonical tensor starts: ``normal`` (N(0, scale)), ``uniform`` (U(-scale, scale)), or the constant
+    ``ones`` / ``zeros`` (scale 0)."""
 
-    Same rule as the PyTorch backend's: conv (and each CondConv expert) N(0, sqrt(2 / fan_out)) with
-    fan_out = k*k*out // groups, linear U(+-1/sqrt(out)), biases 0, BN weight 1, bias 0, mean 0, var 1.
-    The random stream is numpy's, so a seed gives other values than ``specdsl.build(ir, seed=seed)``;
-    it lets a backend without torch emit a complete model.
+    distribution: Literal["normal", "uniform", "ones", "zeros"]
+    scale: float
+
+
+def init_rule(net: LoweredNetwork) -> dict[str, InitRule]:
+    """The reference init of every canonical tensor of ``net``, in forward order: the one place the rule is written.
+
+    conv and each CondConv expert N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups (a grouped conv's fan is
+    per group, as a depthwise conv's); linear U(+-1/sqrt(out)); biases 0; BN weight 1, bias 0, mean 0, var 1.
     """
-    rng = np.random.default_rng(seed)
-    state: dict[str, np.ndarray] = {}
-    for op in lower(ir).ops:
-        for name, shape in op.tensors().items():
+    rules: dict[str, InitRule] = {}
+    for op in net.ops:
+        for name in op.tensors():
             suffix = name.rsplit(".", 1)[1]
             if isinstance(op, Conv | CondConv) and suffix == "weight":
                 fan_out = op.kernel * op.kernel * op.out_channels // op.groups
-                state[name] = rng.standard_normal(shape, dtype=np.float32)
-                state[name] *= np.float32(math.sqrt(2.0 / fan_out))
+                rules[name] = InitRule("normal", math.sqrt(2.0 / fan_out))
             elif isinstance(op, Linear) and suffix == "weight":
-                bound = 1.0 / math.sqrt(op.out_features)
-                state[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+                rules[name] = InitRule("uniform", 1.0 / math.sqrt(op.out_features))
             elif suffix in ("weight", "running_var"):  # BN scale and variance
-                state[name] = np.ones(shape, dtype=np.float32)
+                rules[name] = InitRule("ones", 0.0)
             else:  # biases, BN shift and mean
-                state[name] = np.zeros(shape, dtype=np.float32)
+                rules[name] = InitRule("zeros", 0.0)
+    return rules
+
+
+def initial(ir: ModelIR, seed: int = 0) -> dict[str, np.ndarray]:
+    """The reference init (`init_rule`) as canonical float32 arrays, reproducible from ``seed`` alone (numpy's
+    PCG64, drawn in forward order): every backend's ``build(ir, seed=seed)`` without weights assigns exactly these,
+    so the same seed gives the same network everywhere (a backbone takes its part of them)."""
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+    for (name, shape), rule in zip(canonical_shapes(ir).items(), init_rule(lower(ir)).values(), strict=True):
+        if rule.distribution == "normal":
+            state[name] = rng.standard_normal(shape, dtype=np.float32)
+            state[name] *= np.float32(rule.scale)
+        elif rule.distribution == "uniform":
+            state[name] = rng.uniform(-rule.scale, rule.scale, shape).astype(np.float32)
+        else:
+            state[name] = (np.ones if rule.distribution == "ones" else np.zeros)(shape, dtype=np.float32)
     return state
 
 

@@ -8,7 +8,6 @@ named ``<layer>_patches`` and ``<layer>_sum``, the rest reshapes and products wi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -33,24 +32,16 @@ def conv_input(op: Conv | CondConv, x: Any) -> tuple[Any, str]:
 
 
 def conv(op: Conv, inputs: list[Any], seed: int) -> Any:
-    """Init as keras.applications: N(0, sqrt(2/fan_out))."""
+    """Built with zeros: the model's values are assigned afterwards (`specdsl.weights.initial` or given weights)."""
     x, padding = conv_input(op, inputs[0])
-    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
     common = {"kernel_size": op.kernel, "strides": op.stride, "padding": padding, "use_bias": op.bias}
     if op.depthwise:
-        layer = keras.layers.DepthwiseConv2D(depthwise_initializer=init, name=layer_name(op.name), **common)
+        layer = keras.layers.DepthwiseConv2D(depthwise_initializer="zeros", name=layer_name(op.name), **common)
     else:
         layer = keras.layers.Conv2D(
-            op.out_channels, groups=op.groups, kernel_initializer=init, name=layer_name(op.name), **common
+            op.out_channels, groups=op.groups, kernel_initializer="zeros", name=layer_name(op.name), **common
         )
     return layer(x)
-
-
-def _expert_init(op: CondConv, seed: int) -> keras.initializers.Initializer:
-    """Each expert as a conv of its shape: N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups (the canonical init's
-    rule; Keras's own fan of the 5-D EinsumDense kernel would be another number)."""
-    fan_out = op.kernel * op.kernel * op.out_channels // op.groups
-    return keras.initializers.RandomNormal(0.0, math.sqrt(2.0 / fan_out), seed=seed)
 
 
 def _constant(layer: keras.layers.Layer, x: Any, kernel: Any) -> Any:
@@ -88,16 +79,14 @@ def cond_conv(op: CondConv, inputs: list[Any], seed: int) -> Any:
     patches = _patches(op, x)
     if contraction(op) == "matmul":
         shape = (op.in_channels, k, k, out)  # per sample, the "cond_conv" layout: rows in patch-channel order
-        kernel = keras.layers.EinsumDense(
-            EQUATIONS["cond_conv"], shape, kernel_initializer=_expert_init(op, seed), name=name
-        )
+        kernel = keras.layers.EinsumDense(EQUATIONS["cond_conv"], shape, kernel_initializer="zeros", name=name)
         kernel = keras.layers.Reshape((taps(op), out), name=f"{name}_kernel")(kernel(routing))
         rows = keras.layers.Reshape((height * width, taps(op)), name=f"{name}_rows")(patches)
         product = keras.layers.Dot(axes=(2, 1), name=f"{name}_matmul")([rows, kernel])
         return keras.layers.Reshape((height, width, out), name=f"{name}_out")(product)
     # Depthwise: each sample's kernel in the canonical order, channel c's taps at c*k*k + i*k + j, as the patches.
     kernel = keras.layers.EinsumDense(
-        EQUATIONS["cond_depthwise"], op.expert_shape, kernel_initializer=_expert_init(op, seed), name=name
+        EQUATIONS["cond_depthwise"], op.expert_shape, kernel_initializer="zeros", name=name
     )
     kernel = keras.layers.Reshape((1, 1, out * taps(op)), name=f"{name}_kernel")(kernel(routing))
     products = keras.layers.Multiply(name=f"{name}_taps")([patches, kernel])

@@ -85,9 +85,7 @@ def _slice(op: Slice, inputs: list[Any], seed: int) -> Any:
 
 
 def _linear(op: Linear, inputs: list[Any], seed: int) -> Any:
-    """Init as keras.applications: U(+-1/sqrt(out))."""
-    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=seed)
-    return keras.layers.Dense(op.out_features, use_bias=op.bias, kernel_initializer=init, name=layer_name(op.name))(
+    return keras.layers.Dense(op.out_features, use_bias=op.bias, kernel_initializer="zeros", name=layer_name(op.name))(
         inputs[0]
     )
 
@@ -140,7 +138,8 @@ def preprocessing(net: LoweredNetwork) -> keras.layers.Layer:
 
 
 def translate(net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool = False) -> keras.Model:
-    """The functional model of ``net``, weights from the reference init drawn with seeds spawned from ``seed``."""
+    """The functional model of ``net``, built with zero weights (`build` assigns them); ``seed`` spawns the seeds of
+    the dropout and stochastic-depth noise."""
     image = keras.Input(shape=nhwc(net.input_shape), name=INPUT)
     values: dict[str, Any] = {INPUT: preprocessing(net)(image) if include_preprocessing else image}
     for op, op_seed in zip(net.ops, op_seeds(seed, len(net.ops)), strict=True):
@@ -183,8 +182,8 @@ def build(
     """Translate ``ir`` into a ``keras.Model`` taking NHWC input and returning logits.
 
     ``weights``: a canonical safetensors path or a name -> tensor mapping (checked, transposed to Keras's layout);
-    without it, the reference init from ``seed`` (each layer's initializer or noise seeded from it, so builds
-    repeat exactly on one Keras backend; different Keras backends draw different numbers). ``include_preprocessing``
+    without it, the reference init `specdsl.weights.initial(ir, seed)`, the same values every backend assigns (the
+    dropout noise is seeded from ``seed`` too). ``include_preprocessing``
     (default False, unlike keras.applications: the model then takes what every specdsl backend and the oracle take)
     puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead.
 
@@ -198,10 +197,10 @@ def build(
     selection = _without_top(ir, include_top, pooling, features, out_indices)
     ir = at_resolution(ir, resolution)
     state = canonical.read(weights, ir)
+    state = canonical.initial(ir, seed) if state is None else state  # the init every backend assigns
     net = lower_for_build(ir, selection, out_indices)
     model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
-    if state is not None:
-        assign(model, net, state)
+    assign(model, net, state)
     if not include_top:
         top = model.outputs[0] if pooling is None else POOLING[pooling](name=f"{pooling}_pool")(model.outputs[0])
         model = keras.Model(model.inputs, top, name=model.name)

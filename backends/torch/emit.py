@@ -15,15 +15,16 @@ from pathlib import Path
 
 import torch
 
+from specdsl.backends import BACKENDS
 from specdsl.ir import ModelIR
 from specdsl.passes.features import Features
 from specdsl.passes.lower import lower, lower_for_build
 
 from ..naming import file_stem
 from . import layers
-from .model import build, build_network
+from .model import build, build_network, fused
 
-EXPORTS = ("pt2",)
+EXPORTS = tuple(BACKENDS["torch"].exports)
 _LINE = 120  # the line length the emitted file keeps to (ruff's, as configured for specdsl)
 
 
@@ -72,13 +73,14 @@ def emit(
     py.write_text(source, encoding="utf-8")
     paths = [py, canonical.save(model, out_dir / f"{stem}.safetensors", ir=ir)]
     if export == "pt2":
-        if lower_for_build(ir, features, out_indices).taps:  # a backbone (asked for, or the spec's outputs)
+        net = lower_for_build(ir, features, out_indices)
+        if net.taps:  # a backbone (asked for, or the spec's outputs)
             model = build(ir, weights=weights, seed=seed, features=features, out_indices=out_indices)
         model.eval()
         if deploy:
             # fuse() stores channels_last weights for eager CPU speed; the saved program holds plain
             # contiguous tensors, which every runtime that loads .pt2 files accepts.
-            model.fuse().to(memory_format=torch.contiguous_format)
+            fused(model, net).to(memory_format=torch.contiguous_format)
         paths.append(_save_program(export_program(model, ir), out_dir / f"{stem}.pt2"))
     return paths
 

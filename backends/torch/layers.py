@@ -393,38 +393,61 @@ class EfficientNet(nn.Module):
             return self._run(self._features_program, x, self._tap_slots)
         return self.forward_head(self.forward_features(x))
 
+    def init_rule(self) -> dict[str, tuple[str, float]]:
+        """The reference init of every canonical tensor as (distribution, scale), in module order: "normal" N(0, scale),
+        "uniform" U(-scale, scale), "ones", "zeros".
+
+        specdsl builds assign ``specdsl.weights.initial``; this restatement of its rule (`specdsl.weights.init_rule`,
+        which a test holds it to, tensor by tensor) exists because this file imports nothing but torch, for
+        ``reset_parameters``: conv and each CondConv expert N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups;
+        linear U(+-1/sqrt(out)); biases 0; BN weight 1, bias 0, mean 0, var 1.
+        """
+        rules: dict[str, tuple[str, float]] = {}
+        for prefix, module in self.named_modules():
+            if isinstance(module, nn.Conv2d | CondConv):  # a CondConv: every expert as a conv of its shape
+                kernel = module.weight.shape[-1]
+                fan_out = kernel * kernel * module.out_channels // module.groups
+                rules[f"{prefix}.weight"] = ("normal", math.sqrt(2.0 / fan_out))
+                if getattr(module, "bias", None) is not None:
+                    rules[f"{prefix}.bias"] = ("zeros", 0.0)
+            elif isinstance(module, nn.Linear):
+                rules[f"{prefix}.weight"] = ("uniform", 1.0 / math.sqrt(module.out_features))
+                if module.bias is not None:
+                    rules[f"{prefix}.bias"] = ("zeros", 0.0)
+            elif isinstance(module, _BatchNorm):
+                for suffix, value in (("weight", "ones"), ("bias", "zeros"), ("running_mean", "zeros")):
+                    rules[f"{prefix}.{suffix}"] = (value, 0.0)
+                rules[f"{prefix}.running_var"] = ("ones", 0.0)
+        return rules
+
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
-        """Reference init, reproducible from ``seed`` alone (a private generator; global RNG untouched).
-
-        conv and each CondConv expert: N(0, sqrt(2 / fan_out)), fan_out = k*k*out // groups;
-        linear: U(+-1/sqrt(out)); biases 0; BN: weight 1, bias 0, fresh running stats.
-        """
+        """`init_rule` drawn from ``seed`` with a private torch generator (global RNG untouched): the standalone
+        file's init without a weights file. The rule is specdsl's, the random stream torch's, so the values differ
+        from ``specdsl.build(ir, seed=seed)``'s (numpy's stream)."""
         generator = torch.Generator().manual_seed(seed)
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                fan_out = kh * kw * module.out_channels // module.groups
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, CondConv):  # every expert as a conv of its shape
-                fan_out = module.weight.shape[-1] ** 2 * module.out_channels // module.groups
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
-            elif isinstance(module, nn.Linear):
-                bound = 1.0 / math.sqrt(module.out_features)
-                nn.init.uniform_(module.weight, -bound, bound, generator=generator)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, _BatchNorm):
-                module.reset_parameters()
+            if isinstance(module, _BatchNorm):
+                module.reset_running_stats()  # the batch counter too
+        for name, (distribution, scale) in self.init_rule().items():
+            if distribution == "normal":
+                tensors[name].normal_(0.0, scale, generator=generator)
+            elif distribution == "uniform":
+                tensors[name].uniform_(-scale, scale, generator=generator)
+            else:
+                tensors[name].fill_(1.0 if distribution == "ones" else 0.0)
 
     @torch.no_grad()
-    def fuse(self) -> EfficientNet:
+    def fuse(self, folded: Mapping[str, torch.Tensor] | None = None) -> EfficientNet:
         """Fold every BN the lowering marks foldable into its conv, store conv weights channels_last and switch to
         eval: inference only.
 
-        channels_last lets the CPU convolutions skip layout conversions (benchmarks/results_torch.md:
-        0.6-0.8x the latency of NCHW weights); inputs may stay NCHW, outputs equal within rounding.
+        ``folded``: the folded convs' ``weight`` and ``bias`` already computed (specdsl passes
+        ``specdsl.weights.fold_batch_norm``'s); without it they are folded here (`fold_batch_norm`, the same
+        arithmetic, for the standalone file). channels_last lets the CPU convolutions skip layout conversions
+        (benchmarks/results_torch.md: 0.6-0.8x the latency of NCHW weights); inputs may stay NCHW, outputs equal
+        within rounding.
         """
         for op in self.network["ops"]:
             if op["op"] != "batch_norm" or op["folds_into"] is None:
@@ -433,7 +456,13 @@ class EfficientNet(nn.Module):
             parent = self.get_submodule(path)
             norm = getattr(parent, attr)
             if isinstance(norm, _BatchNorm):
-                fold_batch_norm(self.get_submodule(op["folds_into"]), norm)
+                conv = self.get_submodule(op["folds_into"])
+                if folded is None:
+                    fold_batch_norm(conv, norm)
+                else:
+                    for suffix in ("weight", "bias"):
+                        value = folded[f"{op['folds_into']}.{suffix}"].to(conv.weight)
+                        setattr(conv, suffix, nn.Parameter(value))
                 setattr(parent, attr, nn.Identity())
         self.fused = True
         self._compile()

@@ -1,4 +1,5 @@
-"""IR -> `layers.EfficientNet`: lower, build on the meta device, then materialize weights."""
+"""IR -> `layers.EfficientNet`: lower, build on the meta device, then materialize weights (given, or
+`specdsl.weights.initial`'s)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def build(
     """Translate ``ir`` into a model.
 
     ``weights``: a canonical safetensors path or a name -> tensor mapping (numpy arrays or torch
-    tensors, as `specdsl.weights.load` and the importers return); without it, parameters get the
-    reference init drawn from ``seed``. ``deploy``: fold BN into the convs and switch to eval
+    tensors, as `specdsl.weights.load` and the importers return); without it, the reference init
+    `specdsl.weights.initial(ir, seed)`, the same values every backend assigns. ``deploy``: fold BN into the convs
+    (`specdsl.weights.fold_batch_norm`) and switch to eval
     (inference only). ``memory_efficient``: recompute block activations in backward while training.
     ``device="meta"`` builds shapes only (no init, no memory). ``features`` / ``out_indices``: a backbone
     (`specdsl.passes.features`) whose forward returns its tapped maps; it reads the full canonical weights and
@@ -47,9 +49,17 @@ def build(
     model = build_network(net, ir, weights=weights, seed=seed, memory_efficient=memory_efficient, device=device)
     from specdsl.weights import preprocessing
 
-    model = model.fuse() if deploy else model
+    model = fused(model, net) if deploy else model
     model.preprocessing = preprocessing(net)  # what the weights expect (as ONNX metadata records it)
     return model
+
+
+def fused(model: EfficientNet, net: LoweredNetwork) -> EfficientNet:
+    """``model.fuse()`` with the BN folded by `specdsl.weights.fold_batch_norm`, the fold every backend uses."""
+    from specdsl import weights as canonical
+
+    folded = canonical.fold_batch_norm(net, canonical.state_of(model))
+    return model.fuse({name: torch.from_numpy(value) for name, value in folded.items()})
 
 
 def build_network(
@@ -71,9 +81,9 @@ def build_network(
         model = EfficientNet(net.to_json(), memory_efficient=memory_efficient)
     if not meta:
         state = canonical.read(weights, ir)
+        state = canonical.initial(ir, seed) if state is None else state  # the init every backend assigns
         kept = net.tensors()
-        tensors = None if state is None else {name: torch.as_tensor(v) for name, v in state.items() if name in kept}
-        model = materialize(model, tensors, seed)
+        model = materialize(model, {name: torch.as_tensor(v) for name, v in state.items() if name in kept})
         if device is not None:
             model = model.to(device)
     return model
