@@ -7,14 +7,15 @@ from typing import Any
 
 import keras
 
-from specdsl.backends import BackendUnavailable
+from specdsl.backends import BACKENDS, BackendUnavailable
 from specdsl.calibration import Calibration
+from specdsl.interop import keras_file
 from specdsl.ir import ModelIR
 
 from ..naming import file_stem
 from .model import Weights, build
 
-EXPORTS = ("saved_model", "tflite")
+EXPORTS = tuple(BACKENDS["keras"].exports)
 
 
 def emit(
@@ -23,7 +24,6 @@ def emit(
     *,
     weights: Weights = None,
     seed: int = 0,
-    deploy: bool = False,
     export: str | None = None,
     include_preprocessing: bool = False,
     quantize: str | None = None,
@@ -52,11 +52,9 @@ def emit(
     out_dir = Path(out_dir)
     stem = file_stem(ir.name)
     backbone = {} if features is None else {"features": features, "out_indices": out_indices}  # docs/features.md
-    model = build(
-        ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing, **backbone
-    )
+    model = build(ir, weights=weights, seed=seed, include_preprocessing=include_preprocessing, **backbone)
     path = out_dir / f"{stem}.keras"
-    model.save(path)
+    save(model, path)
     paths = [path]
     if export == "saved_model":
         saved = out_dir / f"{stem}_saved_model"
@@ -69,3 +67,14 @@ def emit(
         tflite.write_bytes(convert(model, quantize=quantize, calibration=calibration, int8_io=int8_io))
         paths.append(tflite)
     return paths
+
+
+def save(model: keras.Model, path: Path) -> None:
+    """``model.save(path)`` with the preprocessing its weights expect in the file's ``metadata.json``, which a
+    functional model's config cannot hold (`specdsl.interop.keras_file`: read back without Keras)."""
+    saved = path.with_name(f".{path.stem}.unlabelled.keras")
+    try:
+        model.save(saved)
+        keras_file.label(saved, path, model.preprocessing)
+    finally:
+        saved.unlink(missing_ok=True)
