@@ -33,14 +33,17 @@ per sample n, the kernel sum_e r[n, e] * W_e (Yang et al. 2019).
 
 from __future__ import annotations
 
-from typing import Literal
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from specdsl.spec import SpecDocument, TrainingRecipe
 from specdsl.vocabulary import Activation, BlockKind, Padding
 
 Gate = Literal["sigmoid", "hard_sigmoid"]
+T = TypeVar("T")
 
 
 class _Frozen(BaseModel):
@@ -157,8 +160,35 @@ class Head(_Frozen):
         return self.conv_channels if self.conv_channels is not None else self.in_channels
 
 
+class _Derived:
+    """Values computed from one `ModelIR` (its lowerings), kept on it so that each is computed once per IR.
+
+    Not part of the IR's value: any two compare equal, so IR equality ignores them. It belongs to one IR object:
+    pydantic's ``model_copy`` (a shallow copy, then changed fields) shares this container with the copy, whose
+    values then miss because the copy is not the owner; a deep copy or a pickle starts empty."""
+
+    __slots__ = ("owner", "values")
+
+    def __init__(self, owner: ModelIR | None = None) -> None:
+        self.owner = None if owner is None else weakref.ref(owner)
+        self.values: dict[Hashable, tuple[tuple[Any, ...], Any]] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Derived)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Derived:
+        return _Derived()
+
+    def __reduce__(self) -> tuple[type[_Derived], tuple[()]]:
+        return _Derived, ()
+
+
 class ModelIR(_Frozen):
     """A fully resolved, scaled network plus the document it came from."""
+
+    _derived: _Derived = PrivateAttr(default_factory=_Derived)
 
     name: str
     in_channels: int
@@ -181,6 +211,22 @@ class ModelIR(_Frozen):
         """The architecture alone (no name, no source document): equal networks compare equal."""
         blocks = {"__all__": {"blocks": {"__all__": {"line"}}}}  # where a block was written is not what it is
         return self.model_dump(exclude={"name": True, "spec": True, "training": True, "stages": blocks})
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` for this network, computed once per ``key`` (`specdsl.lower` keeps its lowerings here).
+
+        A value is reused only while the IR holds the same stages and blocks it was computed from: every field is
+        frozen, but ``stages`` and each stage's ``blocks`` are lists that can be changed in place."""
+        derived = self._derived
+        if derived.owner is None or derived.owner() is not self:  # new, or inherited by a copy
+            derived = self._derived = _Derived(self)
+        structure = (tuple(self.stages), *(tuple(stage.blocks) for stage in self.stages))
+        hit = derived.values.get(key)
+        if hit is not None and hit[0] == structure:
+            return hit[1]
+        value = compute()
+        derived.values[key] = (structure, value)
+        return value
 
     def ratios(self, block: Block) -> tuple[float | None, float | None]:
         """The expansion and SE ratios ``block``'s stage line gives, as written (None: no expansion conv, no SE)."""

@@ -101,9 +101,9 @@ def state_of(model_or_state: Any) -> dict[str, np.ndarray]:
     if isinstance(model_or_state, Mapping):
         state = model_or_state
     elif type(model_or_state).__module__.startswith("keras."):  # recognised without importing keras
-        from specdsl.backends import load_backend
+        from specdsl.interop.keras_model import state_of as keras_state
 
-        return load_backend("keras").state_of(model_or_state)
+        return keras_state(model_or_state)
     elif hasattr(model_or_state, "state_dict"):
         if getattr(model_or_state, "fused", False):
             raise WeightsError(

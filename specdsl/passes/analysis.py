@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import (
+    INPUT,
+    WEIGHTED_KINDS,
     Activation,
     BatchNorm,
     CondConv,
@@ -35,11 +38,19 @@ from specdsl.passes.lower import (
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
+def op_tensor_elements(op: Op) -> int:
+    """Elements of the canonical tensors an op owns: its parameters, and a BN's running statistics."""
+    return sum(math.prod(shape) for shape in op.tensors().values()) if isinstance(op, WEIGHTED_KINDS) else 0
+
+
+def op_state_elements(op: Op) -> int:
+    """Elements of the tensors an op owns that are state, not parameters: a BN's running mean and variance."""
+    return 2 * op.channels if isinstance(op, BatchNorm) else 0
+
+
 def op_params(op: Op) -> int:
     """Trainable parameters (a BN's running statistics are state, not parameters)."""
-    if isinstance(op, BatchNorm):
-        return 2 * op.channels
-    return sum(math.prod(shape) for shape in op.tensors().values())
+    return op_tensor_elements(op) - op_state_elements(op)
 
 
 def op_macs(op: Op) -> int:
@@ -53,30 +64,75 @@ def op_macs(op: Op) -> int:
     return 0
 
 
+_VIEWS = (Flatten, Slice)  # ops whose output is a view of their input: no new tensor
+
+
 def op_activation_elements(op: Op) -> int:
     """Elements of the tensor an op adds to a forward pass (a flatten or a channel slice is a view and adds none)."""
-    return 0 if isinstance(op, Flatten | Slice) else math.prod(op.out_shape)
+    return 0 if isinstance(op, _VIEWS) else math.prod(op.out_shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Every op's figures and the network's memory, folded in one pass over a lowering: resolve's memory check
+    and `analyze` read the same one (`footprint_of`), so a network is counted once per IR."""
+
+    params: tuple[int, ...]  # per op, in forward order
+    macs: tuple[int, ...]
+    activations: tuple[int, ...]  # `op_activation_elements` per op
+    tensor_elements: int  # every canonical tensor: parameters and BN statistics
+    peak_elements: int  # `peak_inference_elements`
+
+    def build_bytes(self, dtype: str = "float32") -> int:
+        """What building the network allocates at least: every canonical tensor plus the activations of one
+        inference pass at batch 1, at ``dtype`` (`limits.MAX_BUILD_BYTES` bounds it)."""
+        return (self.tensor_elements + self.peak_elements) * DTYPE_BYTES[dtype]
+
+
+def footprint(net: LoweredNetwork) -> Footprint:
+    """The figures of ``net``'s ops (see `Footprint`)."""
+    params, macs, activations = [], [], []
+    sizes = {INPUT: math.prod(net.input_shape)}
+    tensors = peak = 0
+    for op in net.ops:  # thousands of ops for a large network: each figure once, in one pass
+        size = sizes[op.name] = math.prod(op.out_shape)
+        held = size
+        for name in op.inputs:
+            held += sizes[name]
+        if held > peak:
+            peak = held
+        activations.append(0 if isinstance(op, _VIEWS) else size)  # `op_activation_elements`
+        macs.append(op_macs(op))
+        if isinstance(op, WEIGHTED_KINDS):
+            owned = op_tensor_elements(op)
+            tensors += owned
+            params.append(owned - op_state_elements(op))  # `op_params`, without counting the tensors twice
+        else:
+            params.append(0)
+    return Footprint(tuple(params), tuple(macs), tuple(activations), tensors, peak)
+
+
+def footprint_of(ir: ModelIR) -> Footprint:
+    """The footprint of ``lower(ir)``, computed once per IR (`ModelIR.derived`)."""
+    return ir.derived(("footprint",), lambda: footprint(lower(ir)))
 
 
 def count_params(ir: ModelIR) -> int:
-    return sum(op_params(op) for op in lower(ir).ops)
+    return sum(footprint_of(ir).params)
 
 
 def peak_inference_elements(net: LoweredNetwork) -> int:
     """Per sample, the largest sum of one op's inputs and output: what an inference pass holds at once."""
-    shapes = net.shapes()
-    return max(sum(math.prod(shapes[name]) for name in op.inputs) + math.prod(op.out_shape) for op in net.ops)
+    return footprint(net).peak_elements
 
 
 def build_bytes(net: LoweredNetwork, dtype: str = "float32") -> int:
-    """What building ``net`` allocates at least: every canonical tensor (parameters and BN statistics) plus the
-    activations of one inference pass at batch 1, at ``dtype`` (`limits.MAX_BUILD_BYTES` bounds it)."""
-    elements = sum(math.prod(shape) for shape in net.tensors().values()) + peak_inference_elements(net)
-    return elements * DTYPE_BYTES[dtype]
+    """What building ``net`` allocates at least (`Footprint.build_bytes`)."""
+    return footprint(net).build_bytes(dtype)
 
 
 def count_macs(ir: ModelIR) -> int:
-    return sum(op_macs(op) for op in lower(ir).ops)
+    return sum(footprint_of(ir).macs)
 
 
 class Backbone(BaseModel):
@@ -171,7 +227,8 @@ def _distinct(values: Iterable[Any]) -> list[Any]:
 
 def _row(
     name: str,
-    ops: Sequence[Op],
+    positions: Sequence[int],
+    figures: Footprint,
     *,
     scale: int,
     kind: str,
@@ -194,22 +251,23 @@ def _row(
         stride=stride,
         input_size=size_in,
         output_size=size_out,
-        params=sum(op_params(op) for op in ops),
-        macs=sum(op_macs(op) for op in ops),
-        activation_bytes=sum(op_activation_elements(op) for op in ops) * scale,
+        params=sum([figures.params[i] for i in positions]),
+        macs=sum([figures.macs[i] for i in positions]),
+        activation_bytes=sum([figures.activations[i] for i in positions]) * scale,
     )
 
 
-def _split(net: LoweredNetwork) -> tuple[list[Op], dict[int, list[Op]], list[Op]]:
-    """The ops before the first block (stem), those of each block by global index, and those after (head)."""
-    stem: list[Op] = []
-    blocks: dict[int, list[Op]] = {}
-    head: list[Op] = []
-    for op in net.ops:
+def _split(net: LoweredNetwork) -> tuple[list[int], dict[int, list[int]], list[int]]:
+    """Positions of the ops before the first block (stem), of each block's by global index, and of those after
+    (head)."""
+    stem: list[int] = []
+    blocks: dict[int, list[int]] = {}
+    head: list[int] = []
+    for position, op in enumerate(net.ops):
         if op.block is not None:
-            blocks.setdefault(op.block, []).append(op)
+            blocks.setdefault(op.block, []).append(position)
         else:
-            (head if blocks else stem).append(op)
+            (head if blocks else stem).append(position)
     return stem, blocks, head
 
 
@@ -218,12 +276,13 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
     scale = batch_size * DTYPE_BYTES[dtype]
-    net = lower(ir)
-    stem_ops, by_block, head_ops = _split(net)
+    figures = footprint_of(ir)
+    stem_ops, by_block, head_ops = _split(lower(ir))
     stem = ir.stem
     stem_row = _row(
         "stem",
         stem_ops,
+        figures,
         scale=scale,
         kind="conv",
         blocks=1,
@@ -236,7 +295,8 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
         stage_rows.append(
             _row(
                 f"stage {stage.index}",
-                [op for block in stage.blocks for op in by_block[block.global_index]],
+                [i for block in stage.blocks for i in by_block[block.global_index]],
+                figures,
                 scale=scale,
                 kind=first.kind.value + ("+se" if first.se_channels else ""),
                 blocks=len(stage.blocks),
@@ -251,13 +311,14 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
     head_row = _row(
         "head",
         head_ops,
+        figures,
         scale=scale,
         kind="conv+fc" if head.conv_channels else "fc",
         blocks=1,
         kernel=1,
         io=(head.in_channels, head.classes, 1, head.input_size, 1),
     )
-    peak = peak_inference_elements(net)
+    peak = figures.peak_elements
     rows = [stem_row, *stage_rows, head_row]
     return Report(
         name=ir.name,

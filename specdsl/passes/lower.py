@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, TypeAdapter
 
@@ -262,6 +262,11 @@ Op = Annotated[
     Field(discriminator="op"),
 ]
 
+#: The op kinds that own canonical tensors: those whose `tensors` is not the empty default.
+WEIGHTED_KINDS: tuple[type[_Op], ...] = tuple(
+    kind for kind in get_args(get_args(Op)[0]) if kind.tensors is not _Op.tensors
+)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoweredNetwork:
@@ -270,12 +275,16 @@ class LoweredNetwork:
     name: str
     input_shape: Shape  # (C, H, W) of one input image, at the spec's evaluation resolution
     normalization: Normalization
-    ops: list[Op]
+    ops: tuple[Op, ...]  # a tuple: `lower` hands every caller the same network (`ModelIR.derived`)
     features: str  # the op whose output is the final feature map, before pooling
     output: str  # the op whose output is the logits (a backbone's: its last op)
     # Feature maps a backbone returns, in forward order (`specdsl.passes.features`); empty: a classifier, whose
     # JSON form then has no "taps" key at all, so it hashes and emits exactly as before taps existed.
     taps: tuple[Tap, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ops, tuple):  # given as a list: kept as a tuple all the same
+            object.__setattr__(self, "ops", tuple(self.ops))
 
     def tensors(self) -> dict[str, Shape]:
         """Every canonical tensor name with its shape, in forward order."""
@@ -336,12 +345,38 @@ class _Builder:
         self.ops: list[_Op] = []
         self.shapes: dict[str, Shape] = {INPUT: (ir.in_channels, ir.resolution, ir.resolution)}
         self.block: int | None = None
+        self._windows: dict[tuple[int, int, int, int], tuple[Pads, bool, int, int]] = {}
+
+    def append(self, op: _Op) -> str:
+        self.ops.append(op)
+        self.shapes[op.name] = op.out_shape
+        return op.name
 
     def add(self, op_type: type[_Op], name: str, inputs: tuple[str, ...], out_shape: Shape, **fields: object) -> str:
-        op = op_type(name=name, inputs=inputs, out_shape=out_shape, block=self.block, **fields)
-        self.ops.append(op)
-        self.shapes[name] = out_shape
-        return name
+        return self.append(op_type(name=name, inputs=inputs, out_shape=out_shape, block=self.block, **fields))
+
+    def window(self, height: int, width: int, kernel: int, stride: int) -> tuple[Pads, bool, int, int]:
+        """A window's pads (per `Padding`), whether they are SAME's for this size only, and the output height and
+        width; computed once per geometry, which the repeated blocks of a stage share."""
+        key = (height, width, kernel, stride)
+        known = self._windows.get(key)
+        if known is not None:
+            return known
+        if self.ir.padding == Padding.SYMMETRIC:
+            pad = (kernel - 1) // 2
+            pads, dynamic = (pad, pad, pad, pad), False
+        else:  # TF SAME: symmetric and size-independent for stride 1 and an odd kernel only
+            pads = (*same_pads(height, kernel, stride), *same_pads(width, kernel, stride))
+            dynamic = stride > 1 or kernel % 2 == 0
+        top, bottom, left, right = pads
+        known = (
+            pads,
+            dynamic,
+            (height + top + bottom - kernel) // stride + 1,
+            (width + left + right - kernel) // stride + 1,
+        )
+        self._windows[key] = known
+        return known
 
     def _windowed(
         self,
@@ -353,30 +388,24 @@ class _Builder:
         stride: int,
         **fields: object,
     ) -> str:
-        """A conv-like op over ``inputs[0]``: its pads (per `Padding`), output shape and the fields all convs share."""
+        """A conv-like op over ``inputs[0]``: its pads, output shape and the fields all convs share."""
         in_shape = self.shapes[inputs[0]]
-        _, height, width = in_shape
-        if self.ir.padding == Padding.SYMMETRIC:
-            pad = (kernel - 1) // 2
-            pads, dynamic = (pad, pad, pad, pad), False
-        else:  # TF SAME: symmetric and size-independent for stride 1 and an odd kernel only
-            pads = (*same_pads(height, kernel, stride), *same_pads(width, kernel, stride))
-            dynamic = stride > 1 or kernel % 2 == 0
-        top, bottom, left, right = pads
-        out_shape = (out, (height + top + bottom - kernel) // stride + 1, (width + left + right - kernel) // stride + 1)
-        return self.add(
-            op_type,
-            name,
-            inputs,
-            out_shape,
-            in_shape=in_shape,
-            in_channels=in_shape[0],
-            out_channels=out,
-            kernel=kernel,
-            stride=stride,
-            pads=pads,
-            dynamic_padding=dynamic,
-            **fields,
+        pads, dynamic, height, width = self.window(in_shape[1], in_shape[2], kernel, stride)
+        return self.append(
+            op_type(
+                name=name,
+                inputs=inputs,
+                out_shape=(out, height, width),
+                block=self.block,
+                in_shape=in_shape,
+                in_channels=in_shape[0],
+                out_channels=out,
+                kernel=kernel,
+                stride=stride,
+                pads=pads,
+                dynamic_padding=dynamic,
+                **fields,
+            )
         )
 
     def conv(self, name: str, x: str, out: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False):
@@ -387,7 +416,7 @@ class _Builder:
         return self._windowed(CondConv, name, (x, routing), out, kernel, stride, groups=groups, experts=experts)
 
     def same_shape(self, op_type: type[_Op], name: str, x: str, **fields: object) -> str:
-        return self.add(op_type, name, (x,), self.shapes[x], **fields)
+        return self.append(op_type(name=name, inputs=(x,), out_shape=self.shapes[x], block=self.block, **fields))
 
     def split_conv(
         self,
@@ -517,9 +546,39 @@ def lower(ir: ModelIR, *, features: Features = None, out_indices: Sequence[int] 
     """The network of ``ir`` as ops in forward order (see the module docstring).
 
     ``features`` (``"strides"``, ``"expansion"`` or op names / ``stages.N``) and ``out_indices`` make it a
-    backbone: taps marked, the head dropped (`specdsl.passes.features`)."""
+    backbone: taps marked, the head dropped (`specdsl.passes.features`). Lowered once per IR and selection and
+    kept on the IR (`ModelIR.derived`): resolve's memory check, the analysis and every backend read the same,
+    immutable network."""
     if not isinstance(ir, ModelIR):
         raise SpecError(f"ir must be a ModelIR (from specdsl.load), got {type(ir).__name__}", path="specdsl.lower")
+    whole = ir.derived(("lower",), lambda: _network(ir))
+    if features is None and out_indices is None:
+        return whole
+    key = _selection_key(features, out_indices)
+    if key is None:  # not plain names and indices: `select` says what is wrong with it
+        return select(whole, ir, features, out_indices=out_indices)
+    return ir.derived(("lower", *key), lambda: select(whole, ir, features, out_indices=out_indices))
+
+
+def _selection_key(features: Features, out_indices: Sequence[int] | None) -> tuple[object, object] | None:
+    """A selection as a cache key (a list and a tuple of names select alike); None unless it is names and ints."""
+    names: object = features
+    if not (features is None or isinstance(features, str)):
+        if not isinstance(features, Sequence) or any(type(name) is not str for name in features):
+            return None
+        names = tuple(features)
+    indices: object = out_indices
+    if out_indices is not None:
+        if isinstance(out_indices, str | bytes) or not isinstance(out_indices, Sequence):
+            return None
+        if any(type(index) is not int for index in out_indices):  # True == 1, but select refuses True
+            return None
+        indices = tuple(out_indices)
+    return names, indices
+
+
+def _network(ir: ModelIR) -> LoweredNetwork:
+    """The whole network (stem, blocks, head) of ``ir``: what `lower` computes once per IR."""
     builder = _Builder(ir)
     stem = ir.stem
     x = builder.conv_bn("stem", INPUT, stem.out_channels, (stem.kernel,), stem.stride, stem.activation)
@@ -538,7 +597,7 @@ def lower(ir: ModelIR, *, features: Features = None, out_indices: Sequence[int] 
     x = builder.add(
         Linear, "classifier", (x,), (head.classes,), in_features=head.features, out_features=head.classes, bias=True
     )
-    net = LoweredNetwork(
+    return LoweredNetwork(
         name=ir.name,
         input_shape=builder.shapes[INPUT],
         normalization=ir.normalization,
@@ -546,7 +605,6 @@ def lower(ir: ModelIR, *, features: Features = None, out_indices: Sequence[int] 
         features=final_map,
         output=x,
     )
-    return select(net, ir, features, out_indices=out_indices)
 
 
 def lower_for_build(ir: ModelIR, features: Features = None, out_indices: Sequence[int] | None = None) -> LoweredNetwork:

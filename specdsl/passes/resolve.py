@@ -12,8 +12,9 @@ import math
 from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.ir import BatchNorm, Block, Head, ModelIR, Normalization, Stage, Stem
-from specdsl.passes.analysis import DTYPE_BYTES, build_bytes, op_params, peak_inference_elements
+from specdsl.passes.analysis import DTYPE_BYTES, footprint_of
 from specdsl.passes.lower import lower
+from specdsl.passes.regularisation import block_drop_path
 from specdsl.passes.scaling import make_divisible, round_filters, spread_repeats
 from specdsl.spec import IMAGENET_MEAN, IMAGENET_STD, SpecDocument, StageArgs
 from specdsl.vocabulary import BlockKind
@@ -224,7 +225,7 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
                     se_channels=_se_channels(doc, args, channels, mid),
                     activation=args.activation or defaults.activation,
                     residual=args.skip and stride == 1 and channels == out_channels,
-                    drop_path=defaults.drop_path * global_index / total_blocks,
+                    drop_path=block_drop_path(defaults.drop_path, global_index, total_blocks),
                     input_size=size,
                     output_size=out_size,
                     se_gate=defaults.se_gate,
@@ -266,7 +267,7 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
         in_channels=doc.input.channels,
         resolution=doc.input.resolution,
         normalization=_normalization(doc),
-        train_resolution=doc.input.train_resolution or doc.input.resolution,
+        train_resolution=doc.input.effective_train_resolution,
         padding=defaults.padding,
         batch_norm=BatchNorm(eps=defaults.bn_eps, momentum=momentum),
         stem=stem,
@@ -281,20 +282,21 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
 def _check_size(ir: ModelIR, doc: SpecDocument) -> None:
     """The memory a build allocates (weights and one inference's activations at float32, the dtype every backend
     initialises in), checked on the lowering's shapes before any tensor exists: every build and trainer resolves.
-    Reported at the stage line holding the most weights, or at the resolution when activations dominate."""
-    net = lower(ir)
-    estimate = build_bytes(net)
+    Reported at the stage line holding the most weights, or at the resolution when activations dominate. Counted on
+    the lowering and footprint that analysis and the backends then reuse (both are kept on the IR)."""
+    figures = footprint_of(ir)
+    estimate = figures.build_bytes()
     if estimate <= limits.MAX_BUILD_BYTES:
         return
-    activations = peak_inference_elements(net) * DTYPE_BYTES["float32"]
+    activations = figures.peak_elements * DTYPE_BYTES["float32"]
     if activations > estimate - activations:
         key, hint = "input.resolution", "lower the resolution: one inference's activations dominate"
     else:
         stage_of = {block.global_index: block.stage for block in ir.blocks}
         weights: dict[int, int] = {}
-        for op in net.ops:
+        for op, params in zip(lower(ir).ops, figures.params, strict=True):
             if op.block is not None:
-                weights[stage_of[op.block]] = weights.get(stage_of[op.block], 0) + op_params(op)
+                weights[stage_of[op.block]] = weights.get(stage_of[op.block], 0) + params
         heaviest = max(weights, key=weights.__getitem__, default=None)
         key = "scaling.width" if heaviest is None else f"stages.{doc.stage_lines()[heaviest][0]}"
         hint = "narrow or shorten the widest stages: weights dominate (`specdsl info` shows params per stage)"
