@@ -124,17 +124,52 @@ def save(
 ) -> Path:
     """Write canonical weights to a safetensors file; with ``ir``, check them first.
 
-    The file is serialised in memory and written with Python's I/O, so a full disk or a read-only
-    directory is an ordinary OSError (safetensors' own writer reports them as its own exception type).
+    The same tensors and metadata give the same bytes: the header is written here, metadata keys sorted (the
+    safetensors library keeps them in a hash map, so two saves differed), tensors in the library's order (larger
+    dtypes first, then by name) and its 8-byte header alignment, so a file with one metadata key is byte for byte
+    what the library writes. Written with Python's I/O: a full disk or a read-only directory is an ordinary OSError.
     """
-    from safetensors.numpy import save as serialize
-
     tensors = state_of(model_or_state)
     if ir is not None:
         validate(tensors, ir)
     path = Path(path)
-    path.write_bytes(serialize(tensors, metadata={"format": FORMAT, **(metadata or {})}))
+    header, arrays = _layout(tensors, {"format": FORMAT, **(metadata or {})})
+    with path.open("wb") as file:
+        file.write(len(header).to_bytes(8, "little") + header)
+        for array in arrays:
+            file.write(array.data)
     return path
+
+
+#: The safetensors library's tensor order in a file: dtypes from the last of these to the first, then by name.
+_DTYPE_ORDER = ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+_CODES = {np.dtype(stored): code for code, stored in _FILE_DTYPES.items() if code != "BF16"}
+
+
+def _layout(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> tuple[bytes, list[np.ndarray]]:
+    """A safetensors header (padded with spaces to 8 bytes, as the library does) and the arrays in file order."""
+    if not all(isinstance(item, str) for pair in metadata.items() for item in pair):
+        raise TypeError("safetensors metadata maps str to str")
+    arrays = {}
+    for name, value in tensors.items():
+        array = np.asarray(value)
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        if array.dtype not in _CODES:
+            raise TypeError(f"tensor '{name}': safetensors cannot store {array.dtype}")
+        arrays[name] = array
+    order = sorted(arrays, key=lambda name: (-_DTYPE_ORDER.index(_CODES[arrays[name].dtype]), name))
+    entries: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name in order:
+        array = arrays[name]
+        entries[name] = {
+            "dtype": _CODES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+    header = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+    return header + b" " * (-len(header) % 8), [arrays[name] for name in order]
 
 
 class _Declared:
