@@ -219,7 +219,8 @@ def build(
     """Build a framework model. `weights`: a safetensors path or a name -> tensor mapping.
 
     `deploy` and `options` go to the backend's ``build`` only when set: a backend refuses an option it
-    does not have (the ONNX backend has no ``deploy``; its models are inference graphs already).
+    does not have with `specdsl.backends.UnsupportedOption` (a TypeError), as ``specdsl build`` refuses its flag
+    (the ONNX backend has no ``deploy``; its models are inference graphs already).
     """
     from specdsl.backends import load_backend
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from specdsl.backends import BackendUnavailable
+from specdsl.backends import BACKENDS, BackendUnavailable
 from specdsl.calibration import Calibration
 from specdsl.interop import keras_file
 from specdsl.ir import ModelIR
@@ -15,7 +15,7 @@ from specdsl.ir import ModelIR
 from ..naming import file_stem
 from .model import Weights, build
 
-EXPORTS = ("saved_model", "tflite")
+EXPORTS = tuple(BACKENDS["keras"].exports)
 
 
 def emit(
@@ -24,7 +24,6 @@ def emit(
     *,
     weights: Weights = None,
     seed: int = 0,
-    deploy: bool = False,
     export: str | None = None,
     include_preprocessing: bool = False,
     quantize: str | None = None,
@@ -53,9 +52,7 @@ def emit(
     out_dir = Path(out_dir)
     stem = file_stem(ir.name)
     backbone = {} if features is None else {"features": features, "out_indices": out_indices}  # docs/features.md
-    model = build(
-        ir, weights=weights, seed=seed, deploy=deploy, include_preprocessing=include_preprocessing, **backbone
-    )
+    model = build(ir, weights=weights, seed=seed, include_preprocessing=include_preprocessing, **backbone)
     path = out_dir / f"{stem}.keras"
     save(model, path)
     paths = [path]

@@ -8,9 +8,16 @@ describes the files.
 
 from __future__ import annotations
 
-from .emit import emit
-from .model import DEFAULT_OPSET, OPSETS, build
+from specdsl.backends import refusing
+
+from . import emit as _emit
+from . import model as _model
+from .model import DEFAULT_OPSET, OPSETS
 from .quantize import check_quantize
 from .runtime import session
+
+#: The contract's checks on every keyword (`specdsl.backends.refusing`).
+build = refusing("onnx", _model.build)
+emit = refusing("onnx", _emit.emit, passes_to=_model.build)
 
 __all__ = ["DEFAULT_OPSET", "OPSETS", "build", "check_quantize", "emit", "session"]

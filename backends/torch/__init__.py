@@ -7,8 +7,16 @@ and export.
 
 from __future__ import annotations
 
-from .emit import EXPORTS, emit
+from specdsl.backends import refusing
+
+from . import emit as _emit
+from . import model as _model
+from .emit import EXPORTS
 from .layers import EfficientNet
-from .model import build, network_json
+from .model import network_json
+
+#: The contract's checks on every keyword (`specdsl.backends.refusing`).
+build = refusing("torch", _model.build)
+emit = refusing("torch", _emit.emit)
 
 __all__ = ["EXPORTS", "EfficientNet", "build", "emit", "network_json"]

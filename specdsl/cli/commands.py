@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from specdsl import api, limits
-from specdsl.cli import edge, inputs
+from specdsl.backends import BACKENDS
+from specdsl.cli import build_flags, edge, inputs
 from specdsl.cli import features as cli_features
 from specdsl.cli.output import layers_table, report_table
 from specdsl.errors import SpecError
@@ -271,36 +272,6 @@ def _read_weights(path: str, ir: ModelIR) -> object:
         raise SpecError(f"not a readable safetensors file ({error})", path=path) from None
 
 
-def _backend_options(args: argparse.Namespace, backend: object) -> dict[str, object]:
-    """The backend options the user gave (a flag left at its default is not passed); one the backend does not
-    have is a diagnostic, before any work."""
-    from specdsl.backends import unsupported_options
-
-    given = {
-        "deploy": args.deploy,
-        "export": args.export,
-        "dtype": args.dtype,
-        "dynamic_size": args.dynamic_size,
-        "opset": args.opset,
-        "keep_bn": args.keep_bn,
-        "quantize": args.quantize,
-        "int8_io": args.int8_io,
-        **cli_features.options(args),
-    }
-    options = {name: value for name, value in given.items() if value is not None and value is not False}
-    unsupported = unsupported_options(backend, options)
-    if unsupported:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
-        raise SpecError(f"the {args.backend} backend has no option {flags}")
-    return options
-
-
-#: What each backend's ``emit`` writes, after the network's `file_stem`, and what each export adds (a SavedModel is
-#: a directory: its ``saved_model.pb`` stands for it). `build`'s pre-flight reads it; a test checks it against
-#: what the backends write.
-BUILD_OUTPUTS = {"torch": (".py", ".safetensors"), "onnx": (".onnx",), "keras": (".keras",)}
-EXPORT_OUTPUTS = {"pt2": ".pt2", "saved_model": "_saved_model/saved_model.pb", "tflite": ".tflite"}
-
 #: TensorFlow's native start-up log lines: absl's pre-init warning, printed whatever the log level, and INFO lines
 #: such as oneDNN's notice, some printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL. Noise for a command-line user.
 _PRE_INIT_WARNING = r"WARNING: All log messages before absl::InitializeLog\(\)"
@@ -347,7 +318,9 @@ def _filtered_stderr_descriptor(noise: re.Pattern[str]) -> Iterator[None]:
 
 
 def _planned_outputs(backend: str, stem: str, export: str | None) -> list[Path]:
-    suffixes = [*BUILD_OUTPUTS.get(backend, ()), *([EXPORT_OUTPUTS[export]] if export in EXPORT_OUTPUTS else [])]
+    """The files a build will write, from the backends' contract (a test checks it against what they write)."""
+    entry = BACKENDS[backend]
+    suffixes = [*entry.outputs, *([entry.exports[export].suffix] if export in entry.exports else [])]
     return [Path(stem + suffix) for suffix in suffixes]
 
 
@@ -357,8 +330,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     with quiet_framework_logs():
         backend = load_backend(args.backend)  # before any work: a missing framework is reported first
-    options = _backend_options(args, backend)
-    exports = getattr(backend, "EXPORTS", ())
+    options = build_flags.given_options(args, cli_features.options(args))
+    exports = list(BACKENDS[args.backend].exports)
     if args.export is not None and args.export not in exports:
         raise SpecError(f"backend '{args.backend}' cannot export {args.export!r}; it exports: {', '.join(exports)}")
     inputs.check_range("--seed", args.seed, 0, 2**63 - 1)

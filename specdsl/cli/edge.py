@@ -30,7 +30,7 @@ def calibration(args: argparse.Namespace, backend: Any, ir: ModelIR, options: di
             raise SpecError(f"{(extras or ['--int8-io'])[0]} is for a quantized build: add --quantize int8")
         return None
     check = getattr(backend, "check_quantize", None)
-    if check is None:  # `_backend_options` refuses --quantize for a backend without it; this is a safety net
+    if check is None:  # `build_flags.given_options` refuses --quantize for a backend without it; a safety net
         raise SpecError(f"the {args.backend} backend cannot quantize")
     try:
         check(calibrated=args.calibration is not None, method=args.calibration_method, **options)

@@ -7,24 +7,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from specdsl.backends import OPTIONS
+from specdsl.cli.build_flags import add_option
 from specdsl.errors import SpecError, shorten
 from specdsl.ir import ModelIR
 from specdsl.passes import analysis
 from specdsl.passes import features as taps
 from specdsl.passes.lower import lower_for_build
 
-FEATURES_HELP = (
-    "build a backbone returning feature maps: strides (the default when the flag has no value), expansion, or "
-    "op names / stages.N separated by commas"
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser | Any, *, indices: bool) -> None:
-    parser.add_argument("--features", nargs="?", const="strides", metavar="SELECTION", help=FEATURES_HELP)
+    """``--features`` (and ``--out-indices``) as the backends' contract declares them."""
+    add_option(parser, OPTIONS["features"])
     if indices:
-        parser.add_argument(
-            "--out-indices", metavar="I,J,...", help="keep these taps only (0-based, negative from the end), as timm"
-        )
+        add_option(parser, OPTIONS["out_indices"])
 
 
 def out_indices(text: str | None) -> list[int] | None:

@@ -14,10 +14,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from specdsl import __version__
-from specdsl.cli import commands, grid, train, weights
+from specdsl.cli import build_flags, commands, grid, train, weights
 from specdsl.cli import features as cli_features
 from specdsl.output import files
 
@@ -81,6 +81,9 @@ def _output_options(what: str) -> argparse.ArgumentParser:
     return common
 
 
+_JSON_HELP = "print JSON (numbers as numbers)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="specdsl",
@@ -91,22 +94,39 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"specdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     specs = _spec_options()
-    json_help = "print JSON (numbers as numbers)"
+    _add_check(sub, specs)
+    _add_list(sub)
+    _add_info(sub, specs)
+    _add_scale(sub, specs)
+    _add_fmt(sub, specs)
+    _add_schema(sub)
+    _add_build(sub, specs)
+    train.add_parser(sub)
+    grid.add_parser(sub, [specs])
+    weights.add_parser(sub, [specs])
+    _add_plot(sub, specs)
+    return parser
 
+
+def _add_check(sub: Any, specs: argparse.ArgumentParser) -> None:
     check = sub.add_parser(
         "check", parents=[specs], help="parse and validate specs", description="Parse and validate spec files."
     )
     check.add_argument("specs", nargs="+", metavar="SPEC")
     check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    check.add_argument("--json", action="store_true", help=json_help)
+    check.add_argument("--json", action="store_true", help=_JSON_HELP)
     check.set_defaults(run=commands.cmd_check)
 
+
+def _add_list(sub: Any) -> None:
     listing = sub.add_parser(
         "list", help="the shipped spec library", description="List the shipped specs (usable by name: b0, v2_s)."
     )
-    listing.add_argument("--json", action="store_true", help=json_help)
+    listing.add_argument("--json", action="store_true", help=_JSON_HELP)
     listing.set_defaults(run=commands.cmd_list)
 
+
+def _add_info(sub: Any, specs: argparse.ArgumentParser) -> None:
     info = sub.add_parser(
         "info",
         parents=[specs, _output_options("the --plot file")],
@@ -126,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_features.add_arguments(info, indices=True)  # the tap table of a backbone (docs/features.md)
     info.set_defaults(run=commands.cmd_info)
 
+
+def _add_scale(sub: Any, specs: argparse.ArgumentParser) -> None:
     scale = sub.add_parser(
         "scale",
         parents=[specs, _output_options("an existing output file")],
@@ -154,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--json", action="store_true", help="print the comparison (and the spec, without -o) as JSON")
     scale.set_defaults(run=commands.cmd_scale)
 
+
+def _add_fmt(sub: Any, specs: argparse.ArgumentParser) -> None:
     fmt = sub.add_parser(
         "fmt", parents=[specs], help="canonical formatting", description="Print specs in canonical layout."
     )
@@ -163,10 +187,15 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--check", action="store_true", help="exit 2 if any file is not canonical")
     fmt.set_defaults(run=commands.cmd_fmt)
 
+
+def _add_schema(sub: Any) -> None:
     schema = sub.add_parser("schema", help="print the IR's JSON Schema", description="Print a JSON Schema.")
     schema.add_argument("--document", action="store_true", help="the spec document's schema instead of the IR's")
     schema.set_defaults(run=commands.cmd_schema)
 
+
+def _add_build(sub: Any, specs: argparse.ArgumentParser) -> None:
+    """`build`'s own flags; the backend flags come from the backends' contract (`specdsl.cli.build_flags`)."""
     build = sub.add_parser(
         "build",
         parents=[specs, _output_options("the files this build writes")],
@@ -178,41 +207,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     build.add_argument("spec", metavar="SPEC", help="a spec file, a shipped spec's name, or - for stdin")
-    build.add_argument("--backend", required=True, help="torch, keras or onnx")
+    build.add_argument("--backend", required=True, help=build_flags.backend_help())
     build.add_argument("-o", "--output", help="output directory (default: build/<name>)")
     build.add_argument("--weights", help="canonical safetensors weights to load (default: seeded random init)")
     build.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
-    build.add_argument("--deploy", action="store_true", help="fold batch norm into convolutions")
-    build.add_argument(
-        "--export",
-        help="also export: pt2 (torch: a torch.export program, any batch size at the spec's resolution), "
-        "saved_model (keras)",
-    )
     build.add_argument("--json", action="store_true", help="print the report and the files written as JSON")
-    cli_features.add_arguments(build.add_argument_group("backbone (docs/features.md)"), indices=True)
-    onnx = build.add_argument_group("onnx backend")
-    onnx.add_argument(
-        "--dtype", choices=["float32", "float16"], help="float16: weights and arithmetic, float32 input/output"
-    )
-    onnx.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
-    onnx.add_argument("--opset", type=int, choices=range(17, 22), metavar="{17..21}", help="ONNX opset (default: 18)")
-    onnx.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes (default: folded)")
-    edge = build.add_argument_group("quantization (onnx: int8; keras --export tflite: float16, int8; docs/edge.md)")
-    edge.add_argument(
-        "--quantize", choices=["int8", "float16"], help="quantize the model file (int8 needs --calibration)"
-    )
-    edge.add_argument("--calibration", metavar="DATA", help="calibration images: an ImageFolder or builtin:digits")
-    edge.add_argument("--calibration-images", type=int, metavar="N", help="calibrate on N train images (default: 200)")
-    edge.add_argument(
-        "--calibration-method", choices=["minmax", "entropy", "percentile"], help="onnx: range estimate (minmax)"
-    )
-    edge.add_argument("--int8-io", action="store_true", help="tflite int8: int8 input and output (EdgeTPU)")
+    build_flags.add_backend_flags(build)
     build.set_defaults(run=commands.cmd_build)
 
-    train.add_parser(sub)
-    grid.add_parser(sub, [specs])
-    weights.add_parser(sub, [specs])
 
+def _add_plot(sub: Any, specs: argparse.ArgumentParser) -> None:
     plot = sub.add_parser(
         "plot",
         parents=[specs, _output_options("the output file")],
@@ -230,7 +234,6 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--by", choices=["macs", "params"], default="macs", help="box widths to scale (default: macs)")
     plot.add_argument("--json", action="store_true", help="print what was drawn as JSON")
     plot.set_defaults(run=commands.cmd_plot)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

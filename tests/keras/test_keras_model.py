@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 import specdsl  # noqa: E402
 from specdsl import reference, weights  # noqa: E402
-from specdsl.backends import BackendUnavailable, load_backend  # noqa: E402
+from specdsl.backends import UnsupportedOption, load_backend  # noqa: E402
 from specdsl.backends.keras import build, emit, layer_name, op_name, state_of  # noqa: E402
 from specdsl.backends.keras.model import ACTIVATIONS, TRANSLATIONS, nhwc  # noqa: E402
 from specdsl.passes.lower import Function, Op, lower  # noqa: E402
@@ -145,8 +145,8 @@ def test_reference_init_statistics() -> None:
 
 def test_errors_name_what_is_wrong(tmp_path) -> None:
     ir = specdsl.loads(TINY_SPEC, "tiny.spec")
-    with pytest.raises(BackendUnavailable, match="no deploy mode"):
-        build(ir, deploy=True)
+    with pytest.raises(UnsupportedOption, match=r"the keras backend's build\(\) has no option deploy$"):
+        build(ir, deploy=True)  # no deploy mode (BN folding): refused as every backend refuses an option it lacks
     with pytest.raises(ValueError, match="exports saved_model, tflite, not 'pt2'"):
         emit(ir, tmp_path, export="pt2")
     with pytest.raises(weights.WeightsError, match="do not fit efficientnet-b0"):

@@ -86,7 +86,7 @@ def test_cli_refuses_what_the_backend_cannot_do(tmp_path: Path, capsys: pytest.C
     spec.write_text(TINY_SPEC)
     out = tmp_path / "out"
     for option, message in (("--export=pt2", "backend 'keras' cannot export 'pt2'; it exports: saved_model, tflite"),
-                            ("--deploy", "the Keras backend has no deploy mode")):  # fmt: skip
+                            ("--deploy", "error: the keras backend has no option --deploy")):  # fmt: skip
         assert main(["build", str(spec), "--backend", "keras", "-o", str(out), option]) == 2
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error
