@@ -54,6 +54,7 @@ def op_params(op: Op) -> int:
 
 
 def op_macs(op: Op) -> int:
+    """Multiply-accumulates of the ops with weights (`WEIGHTED_KINDS`); every other op is free."""
     if isinstance(op, Conv):
         return math.prod(op.weight_shape) * op.out_shape[1] * op.out_shape[2]
     if isinstance(op, CondConv):
@@ -102,13 +103,14 @@ def footprint(net: LoweredNetwork) -> Footprint:
         if held > peak:
             peak = held
         activations.append(0 if isinstance(op, _VIEWS) else size)  # `op_activation_elements`
-        macs.append(op_macs(op))
         if isinstance(op, WEIGHTED_KINDS):
             owned = op_tensor_elements(op)
             tensors += owned
             params.append(owned - op_state_elements(op))  # `op_params`, without counting the tensors twice
-        else:
+            macs.append(op_macs(op))
+        else:  # no weights: no parameters and no MACs
             params.append(0)
+            macs.append(0)
     return Footprint(tuple(params), tuple(macs), tuple(activations), tensors, peak)
 
 

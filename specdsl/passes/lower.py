@@ -473,11 +473,24 @@ class _Builder:
     ) -> str:
         """conv -> BN [-> activation], named ``<prefix>.conv`` (see `split_conv`), ``<prefix>.bn``, ``<prefix>.act``."""
         conv, folds = self.split_conv(prefix, x, out, kernels, stride, depthwise=depthwise, routing=routing, bias=bias)
-        norm = self.ir.batch_norm
-        x = self.same_shape(
-            BatchNorm, f"{prefix}.bn", conv, channels=out, eps=norm.eps, momentum=norm.momentum, folds_into=folds
+        norm, shape = self.ir.batch_norm, self.shapes[conv]
+        x = self.append(
+            BatchNorm(
+                name=f"{prefix}.bn",
+                inputs=(conv,),
+                out_shape=shape,
+                block=self.block,
+                channels=out,
+                eps=norm.eps,
+                momentum=norm.momentum,
+                folds_into=folds,
+            )
         )
-        return x if act is None else self.same_shape(Activation, f"{prefix}.act", x, function=str(act))
+        if act is None:
+            return x
+        return self.append(
+            Activation(name=f"{prefix}.act", inputs=(x,), out_shape=shape, block=self.block, function=str(act))
+        )
 
     def routing(self, prefix: str, x: str, experts: int) -> str:
         """CondConv routing weights of a block: sigmoid(Linear(global mean of ``x``)), (experts,) per sample."""

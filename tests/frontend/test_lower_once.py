@@ -4,6 +4,7 @@ that is copied or changed in place is never handed a lowering of what it was."""
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 
 import pytest
@@ -77,3 +78,20 @@ def test_a_selection_is_cached_only_as_given(lowered: list[ModelIR]) -> None:
     with pytest.raises(SpecError, match="features"):
         lower(ir, features={"stem.act": 1})  # type: ignore[arg-type]
     assert lowered == [ir]
+
+
+def test_the_footprint_is_the_per_op_figures() -> None:
+    """The one-pass fold that resolve's memory check and `analyze` share counts what the per-op functions count."""
+    from specdsl.passes import analysis
+    from tests.strategies import EVERY_FAMILY_FEATURE
+
+    for text in (TINY_SPEC, EVERY_FAMILY_FEATURE):
+        net = lower(specdsl.loads(text))
+        figures = analysis.footprint(net)
+        assert list(figures.params) == [analysis.op_params(op) for op in net.ops]
+        assert list(figures.macs) == [analysis.op_macs(op) for op in net.ops]
+        assert list(figures.activations) == [analysis.op_activation_elements(op) for op in net.ops]
+        assert figures.tensor_elements == sum(math.prod(shape) for shape in net.tensors().values())
+        shapes = net.shapes()
+        peak = max(sum(math.prod(shapes[name]) for name in op.inputs) + math.prod(op.out_shape) for op in net.ops)
+        assert figures.peak_elements == peak
