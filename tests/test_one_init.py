@@ -1,6 +1,7 @@
-"""One initialisation and one BN fold for every backend (issue #21): ``build(ir, seed=s)`` assigns
-`specdsl.weights.initial(ir, s)` on torch, Keras and ONNX alike; the standalone torch file's own init rule and BN fold
-(it imports only torch) agree with `specdsl.weights`'s, tensor by tensor."""
+"""One initialisation, one BN fold and one way to run at another input size for every backend (issue #21):
+``build(ir, seed=s)`` assigns `specdsl.weights.initial(ir, s)` on torch, Keras and ONNX alike; the standalone torch
+file's own init rule and BN fold (it imports only torch) agree with `specdsl.weights`'s, tensor by tensor; at an input
+size the network was not lowered for, every backend computes what the oracle computes on the lowering at that size."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ head { channels = 32 classes = 10 }
 defaults { padding = same }
 """
 
-#: CondConv: routed expansion, depthwise and projection convs.
+#: CondConv: routed expansion, depthwise and projection convs; TF SAME padding.
 TINY_CONDCONV = """\
 name = "tiny-condconv"
 dialect = timm
@@ -41,6 +42,7 @@ stages {
     ir_r1_k3_s2_e4_c16_se0.25_cc4
 }
 head { channels = 32 classes = 10 }
+defaults { padding = same }
 """
 
 SPECS = {"tiny": TINY_SPEC, "mixnet": TINY_MIXNET, "condconv": TINY_CONDCONV}
@@ -124,3 +126,27 @@ def test_standalone_fold_is_the_shared_one_bit_for_bit(name: str) -> None:
     assert all(
         torch.equal(a, b) for a, b in zip(deployed.state_dict().values(), fused.state_dict().values(), strict=True)
     )
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_backend_runs_another_input_size_as_the_lowering_at_that_size(name: str) -> None:
+    """torch at run time, ONNX ``dynamic_size`` and Keras ``resolution=`` from the one lowering (TF SAME for the
+    ``dynamic_padding`` convs, im2col CondConv and split convs included) equal the oracle on a re-resolved lowering."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("keras")
+    from specdsl.api import at_resolution
+    from tests.onnx.helpers import logits as onnx_logits
+
+    ir, size = _ir(name), 37  # odd: SAME pads other than the lowering's
+    state = random_weights(ir, seed=6)
+    x = images(2, size, seed=7, channels=ir.in_channels)
+    expected = reference.run(lower(at_resolution(ir, size)), state, x)
+    with torch.no_grad():
+        from_torch = specdsl.build(ir, backend="torch", weights=state).eval()(torch.from_numpy(x)).numpy()
+    from_onnx = onnx_logits(specdsl.build(ir, backend="onnx", weights=state, dynamic_size=True), x)
+    keras_model = specdsl.build(ir, backend="keras", weights=state, resolution=size)
+    from_keras = np.asarray(keras_model(x.transpose(0, 2, 3, 1), training=False))
+    assert keras_model.preprocessing["preprocessing.resolution"] == str(size)
+    assert np.abs(expected[0] - expected[1]).max() > 0.1 * np.abs(expected).max()  # the logits depend on the input
+    for actual in (from_torch, from_onnx, from_keras):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -16,17 +16,20 @@ from specdsl.interop.keras_layout import to_keras
 from specdsl.passes.lower import CondConv, Conv
 
 from ..im2col import contraction, needs_patches, patch_kernel, sum_kernel, taps
+from ..input_size import pads_at
 from .weights import EQUATIONS, layer_name
 
 
 def conv_input(op: Conv | CondConv, x: Any) -> tuple[Any, str]:
-    """The lowering's pads exactly, on every Keras backend and under either padding rule: ``(x, "valid")`` after an
-    explicit ZeroPadding2D, or, where the lowering says the pads are stride-1 "same" (`Conv.same_size`),
-    ``(x, "same")`` for the conv to pad itself (bit-identical, and no padded copy of the activation)."""
+    """The lowering's pads exactly (at another input size, `pads_at`'s: TF SAME where the op has
+    ``dynamic_padding``), on every Keras backend and under either padding rule: ``(x, "valid")`` after an explicit
+    ZeroPadding2D, or, where the lowering says the pads are stride-1 "same" (`Conv.same_size`), ``(x, "same")`` for
+    the conv to pad itself (bit-identical, and no padded copy of the activation)."""
     if op.same_size:
         return x, "same"
-    if any(op.pads):
-        top, bottom, left, right = op.pads
+    pads = pads_at(op, *x.shape[1:3])
+    if any(pads):
+        top, bottom, left, right = pads
         x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"{layer_name(op.name)}_pad")(x)
     return x, "valid"
 
@@ -75,8 +78,8 @@ def cond_conv(op: CondConv, inputs: list[Any], seed: int) -> Any:
     """Per sample n: the conv with kernel sum_e routing[n, e] * weight[e], as im2col (module docstring)."""
     x, routing = inputs
     name, k, out = layer_name(op.name), op.kernel, op.out_channels
-    _, height, width = op.out_shape
     patches = _patches(op, x)
+    height, width = patches.shape[1:3]  # the lowering's out_shape, or another input size's
     if contraction(op) == "matmul":
         shape = (op.in_channels, k, k, out)  # per sample, the "cond_conv" layout: rows in patch-channel order
         kernel = keras.layers.EinsumDense(EQUATIONS["cond_conv"], shape, kernel_initializer="zeros", name=name)

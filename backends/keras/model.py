@@ -3,11 +3,13 @@
 Only ``keras.layers`` (and stock activations) are used, so the same model runs on every Keras
 backend and a ``.keras`` file reloads with ``safe_mode=True`` without specdsl. One function per op
 kind in `TRANSLATIONS`; each reads the op's fields and decides nothing (docs/architecture.md).
-Inputs are NHWC at the size the network was lowered for; ``resolution=`` re-lowers at another size.
+Inputs are NHWC at the size the network was lowered for, or at the size ``resolution=`` asks: the same lowering,
+its ``dynamic_padding`` convs padded as TF SAME for that size (`specdsl.backends.input_size`).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from specdsl import limits
 from specdsl import weights as canonical
-from specdsl.api import at_resolution
 from specdsl.backends import BackendUnavailable
+from specdsl.errors import SpecError, shorten
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import (
     INPUT,
@@ -77,11 +80,10 @@ def _dropout(op: Dropout, inputs: list[Any], seed: int) -> Any:
 def _slice(op: Slice, inputs: list[Any], seed: int) -> Any:
     """Channels start:stop, in stock layers (Keras has no slicing layer): the channels as a spatial axis, cropped."""
     x = inputs[0]
-    name, channels = layer_name(op.name), x.shape[-1]
-    _, height, width = op.out_shape
+    name, (height, width, channels) = layer_name(op.name), x.shape[1:]
     cells = keras.layers.Reshape((height, width, channels, 1), name=f"{name}_cells")(x)
     kept = keras.layers.Cropping3D(((0, 0), (0, 0), (op.start, channels - op.stop)), name=f"{name}_crop")(cells)
-    return keras.layers.Reshape(nhwc(op.out_shape), name=name)(kept)
+    return keras.layers.Reshape((height, width, op.stop - op.start), name=name)(kept)
 
 
 def _linear(op: Linear, inputs: list[Any], seed: int) -> Any:
@@ -114,12 +116,14 @@ def nhwc(shape: Shape) -> Shape:
     return (*shape[1:], shape[0]) if len(shape) == 3 else shape
 
 
-def _translate(op: Op, inputs: list[Any], seed: int) -> Any:
+def _translate(op: Op, inputs: list[Any], seed: int, resized: bool = False) -> Any:
+    """The op's Keras output, checked against the lowering's shape (its channels only at another input size)."""
     translation = TRANSLATIONS.get(op.op)
     if translation is None:
         raise NotImplementedError(f"the Keras backend has no translation for op kind {op.op!r} ({op.name})")
     out = translation(op, inputs, seed)
-    if tuple(out.shape[1:]) != nhwc(op.out_shape):
+    found, stated = tuple(out.shape[1:]), nhwc(op.out_shape)
+    if found != stated and not (resized and len(found) == len(stated) and found[-1] == stated[-1]):
         raise AssertionError(f"{op.name}: Keras computes shape {out.shape[1:]}, the lowering states {op.out_shape}")
     return out
 
@@ -137,13 +141,18 @@ def preprocessing(net: LoweredNetwork) -> keras.layers.Layer:
     )
 
 
-def translate(net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool = False) -> keras.Model:
+def translate(
+    net: LoweredNetwork, *, seed: int = 0, include_preprocessing: bool = False, resolution: int | None = None
+) -> keras.Model:
     """The functional model of ``net``, built with zero weights (`build` assigns them); ``seed`` spawns the seeds of
-    the dropout and stochastic-depth noise."""
-    image = keras.Input(shape=nhwc(net.input_shape), name=INPUT)
+    the dropout and stochastic-depth noise. ``resolution``: the input's height and width, if not the lowering's."""
+    channels, height, width = net.input_shape
+    size = (height, width) if resolution is None else (resolution, resolution)
+    image = keras.Input(shape=(*size, channels), name=INPUT)
     values: dict[str, Any] = {INPUT: preprocessing(net)(image) if include_preprocessing else image}
+    resized = size != (height, width)
     for op, op_seed in zip(net.ops, op_seeds(seed, len(net.ops)), strict=True):
-        values[op.name] = _translate(op, [values[name] for name in op.inputs], op_seed)
+        values[op.name] = _translate(op, [values[name] for name in op.inputs], op_seed, resized)
     if net.taps:  # a backbone: one output per tap, named by it (the layer computing it is named after the op)
         return keras.Model(image, {tap.name: values[tap.name] for tap in net.taps}, name=file_stem(net.name))
     return keras.Model(image, values[net.output], name=file_stem(net.name))
@@ -185,7 +194,8 @@ def build(
     without it, the reference init `specdsl.weights.initial(ir, seed)`, the same values every backend assigns (the
     dropout noise is seeded from ``seed`` too). ``include_preprocessing``
     (default False, unlike keras.applications: the model then takes what every specdsl backend and the oracle take)
-    puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead.
+    puts the spec's normalisation in front, for 0-255 input. ``resolution``: build for this input size instead
+    (`specdsl.backends.input_size`: the same lowering, its ``dynamic_padding`` convs padded as TF SAME there).
 
     ``features`` / ``out_indices``: a backbone (`specdsl.passes.features`) with one output per tap, a dict keyed
     by the taps' names. ``include_top=False``: the final feature map only (the head's pooling and classifier left
@@ -195,14 +205,27 @@ def build(
     if deploy:
         raise BackendUnavailable("the Keras backend has no deploy mode (BN folding); build without it")
     selection = _without_top(ir, include_top, pooling, features, out_indices)
-    ir = at_resolution(ir, resolution)
+    resolution = _checked_resolution(resolution)
     state = canonical.read(weights, ir)
     state = canonical.initial(ir, seed) if state is None else state  # the init every backend assigns
     net = lower_for_build(ir, selection, out_indices)
-    model = translate(net, seed=seed, include_preprocessing=include_preprocessing)
+    model = translate(net, seed=seed, include_preprocessing=include_preprocessing, resolution=resolution)
     assign(model, net, state)
     if not include_top:
         top = model.outputs[0] if pooling is None else POOLING[pooling](name=f"{pooling}_pool")(model.outputs[0])
         model = keras.Model(model.inputs, top, name=model.name)
     model.preprocessing = canonical.preprocessing(net)  # what the weights expect (as ONNX metadata records it)
+    if resolution is not None:
+        model.preprocessing["preprocessing.resolution"] = str(resolution)  # the size this model takes
     return model
+
+
+def _checked_resolution(resolution: int | None) -> int | None:
+    """``resolution=`` bounded as a spec's own resolution is (`specdsl.limits`); a SpecError as the API's checks."""
+    low, high = limits.MIN_RESOLUTION, limits.MAX_RESOLUTION
+    if resolution is None:
+        return None
+    if isinstance(resolution, numbers.Integral) and not isinstance(resolution, bool) and low <= resolution <= high:
+        return int(resolution)
+    expected = f"an integer from {low} to {high}"
+    raise SpecError(f"resolution must be {expected}, got {shorten(repr(resolution))}", path="specdsl.build")
