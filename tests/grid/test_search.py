@@ -63,7 +63,8 @@ def test_a_search_writes_every_output(searched: tuple[Path, Path, str]) -> None:
     assert sorted(path.name for path in (out / "runs").iterdir()) == ["n000", "n001"]
     # Two networks to epoch 1, the better one on to epoch 2: three results, one line each.
     records = results(out)
-    assert sorted((r["candidate"], r["rung"], r["epochs"]) for r in records)[:2] == [(0, 0, 1), (1, 0, 1)]
+    assert len(records) == 3  # which network wins depends on the init: rung 0 is both, whichever wins
+    assert sorted((r["candidate"], r["rung"], r["epochs"]) for r in records if r["rung"] == 0) == [(0, 0, 1), (1, 0, 1)]
     (final,) = [r for r in records if r["rung"] == 1]
     first = {r["candidate"]: r for r in records if r["rung"] == 0}
     winner, _ = sorted(first, key=lambda c: (-first[c]["accuracy"], first[c]["loss"], c))
