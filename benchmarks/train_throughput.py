@@ -32,8 +32,9 @@ import specdsl
 from specdsl.training.data import digits
 from specdsl.training.distributed import Context
 from specdsl.training.ema import WeightAverage
-from specdsl.training.loop import LoopSettings, Trainer
+from specdsl.training.loop import Trainer
 from specdsl.training.optim import RMSpropTF
+from specdsl.training.options import TrainOptions
 from specdsl.training.recipe import with_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,8 @@ def trainer_step(reference: nn.Module, ema_decay: float, channels_last: bool) ->
     """specdsl's step for B0 (the recipe with batch_size 8), starting from the reference's weights."""
     doc = with_recipe(specdsl.load(ROOT / "specs" / "b0.spec").spec, {"batch_size": BATCH, "ema_decay": ema_decay})
     ir = specdsl.api.resolve(doc)
-    settings = LoopSettings(channels_last=channels_last, quiet=True)
-    trainer = Trainer(ir, digits(3), Path(os.devnull), Context(), settings)
+    options = TrainOptions(channels_last=channels_last, quiet=True)
+    trainer = Trainer(ir, digits(3), Path(os.devnull), Context(), options)
     with torch.no_grad():
         state = bench.build_ours(reference).state_dict()
         for name, value in trainer.model.state_dict().items():

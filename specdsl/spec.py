@@ -42,6 +42,11 @@ class InputSection(_Section):
         None, description="per-channel std of pixel/255 the network expects divided out; default ImageNet's, else 0.5"
     )
 
+    @property
+    def effective_train_resolution(self) -> int:
+        """The size training images are drawn at: ``train_resolution``, else the evaluation ``resolution``."""
+        return self.train_resolution or self.resolution
+
     @model_validator(mode="after")
     def _normalization(self) -> InputSection:
         for key, low in (("mean", -10.0), ("std", 1e-6)):
@@ -254,7 +259,7 @@ class TrainingRecipe(_Section):
         1e-5,
         ge=0.0,
         le=1.0,
-        description="on conv and linear weights only; L2 in the gradient (rmsprop_tf, sgd), decoupled (adamw)",
+        description="on conv, CondConv, linear kernels only; L2 in the gradient (rmsprop_tf, sgd), decoupled (adamw)",
     )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
     ema_decay: float = Field(

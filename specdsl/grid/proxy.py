@@ -16,11 +16,8 @@ from typing import Any
 from specdsl.errors import SpecError
 from specdsl.frontend.format import render_document
 from specdsl.spec import Range, SpecDocument
+from specdsl.training.options import TrainOptions
 from specdsl.training.recipe import with_recipe
-
-
-def train_resolution(doc: SpecDocument) -> int:
-    return doc.input.train_resolution or doc.input.resolution
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> None:
@@ -38,26 +35,43 @@ def proxy_document(
     recipe = doc.training
     updates: dict[str, Any] = {"epochs": epochs, "progressive_stages": min(recipe.progressive_stages, epochs)}
     if recipe.image_size is not None:
-        factor = train_resolution(point) / train_resolution(base)
+        factor = point.input.effective_train_resolution / base.input.effective_train_resolution
         start, end = recipe.image_size.start * factor, recipe.image_size.end * factor
         updates["image_size"] = Range(start=start, end=end)
     return with_recipe(doc, updates)
 
 
+def proxy_options(*, data: str, seed: int, train_images: int | None, epochs: int, eval_every: int) -> TrainOptions:
+    """How a proxy run trains up to a rung's ``epochs``: quietly, without plots, alone on its rank (a torchrun job
+    of grid is shards of the search, not one training), evaluating every ``eval_every`` epochs (every rung's
+    budget is a multiple). The worker adds its slot's device and threads and whether the run resumes."""
+    return TrainOptions(
+        data=data,
+        seed=seed,
+        train_images=train_images,
+        stop_at_epoch=epochs,
+        eval_every=eval_every,
+        quiet=True,
+        plot=False,
+        distributed=False,
+    )
+
+
 @dataclass(frozen=True)
 class Task:
-    """Train network ``candidate`` (its proxy spec, rendered) in ``run_dir`` until ``epochs`` epochs are done,
-    continuing from the run's checkpoint if it has one."""
+    """Train network ``candidate`` (its proxy spec, rendered) in ``run_dir`` with ``options`` until
+    ``options.stop_at_epoch`` epochs are done, continuing from the run's checkpoint if it has one."""
 
     candidate: int
     rung: int
     spec_text: str
     run_dir: str
-    epochs: int
-    eval_every: int  # the trainer evaluates every this many epochs: every rung's budget is a multiple
-    data: str
-    seed: int
-    train_images: int | None = None
+    options: TrainOptions
+
+    @property
+    def epochs(self) -> int:
+        """The rung's budget: the epochs the network has trained when it is ranked."""
+        return self.options.stop_at_epoch
 
 
 def proxy_text(doc: SpecDocument) -> str:

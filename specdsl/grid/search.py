@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from specdsl.errors import SpecError
 from specdsl.grid import halving, store
-from specdsl.grid.proxy import Task, proxy_document, proxy_text
+from specdsl.grid.proxy import Task, proxy_document, proxy_options, proxy_text
 from specdsl.grid.result import Candidate, GridResult, GridSettings
 from specdsl.grid.space import GridPoint, closest_to_budget, enumerate_grid, point_document
 from specdsl.grid.store import GridStore, ResultRecord
@@ -223,11 +223,13 @@ def _task(candidate: Candidate, rung: halving.Rung, out: Path, settings: GridSet
         rung=rung.index,
         spec_text=candidate.spec_text,
         run_dir=str(out / store.RUNS_DIR / candidate.name),
-        epochs=rung.epochs,
-        eval_every=eval_every,
-        data=settings.data,
-        seed=settings.seed,
-        train_images=settings.train_images,
+        options=proxy_options(
+            data=settings.data,
+            seed=settings.seed,
+            train_images=settings.train_images,
+            epochs=rung.epochs,
+            eval_every=eval_every,
+        ),
     )
 
 

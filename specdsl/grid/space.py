@@ -101,8 +101,12 @@ def point_document(base: SpecDocument, alpha: float, beta: float, gamma: float) 
     return rescale.by_phi(with_constants(base, alpha, beta, gamma), 1.0, name=name)
 
 
-def network_digest(ir: ModelIR) -> str:
-    """The same for two IRs exactly when their architectures (and resolutions) are equal."""
+def architecture_digest(ir: ModelIR) -> str:
+    """The same for two IRs exactly when their architectures (and resolutions) are equal.
+
+    Not `LoweredNetwork.sha256`, the network's hash in emitted files: that one covers the network's name too, and
+    every grid point is named for its constants, so points that round to one network would never share it. This
+    hashes `ModelIR.network` (the architecture without name or source), and results.jsonl keeps it per result."""
     text = json.dumps(ir.network(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -129,7 +133,7 @@ def enumerate_grid(
         report = analyze(ir)
         ratio = report.macs / base_macs
         kept = abs(ratio - budget) <= tolerance * budget
-        network = network_digest(ir)
+        network = architecture_digest(ir)
         points.append(
             GridPoint(index, alpha, beta, gamma, ideal, report.macs, ratio, report.params, ir.resolution, network, kept)
         )

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from specdsl.errors import SpecError
 from specdsl.frontend.loader import loads_document
 from specdsl.grid.proxy import Task
 from specdsl.passes.resolve import resolve
-from specdsl.training.api import TrainOptions, train
+from specdsl.training.api import train
 from specdsl.training.environment import torchrun_environment
 from specdsl.training.recipe import has_checkpoint
 from specdsl.training.rundir import AFRESH
@@ -86,20 +86,8 @@ def _train(task: Task, slot: Slot) -> dict[str, Any]:
     ir = resolve(loads_document(task.spec_text, f"{task.run_dir}/spec"))
     run_dir = Path(task.run_dir)
     resume = has_checkpoint(run_dir)
-    options = TrainOptions(
-        data=task.data,
-        device=slot.device,
-        seed=task.seed,
-        threads=slot.threads,
-        eval_every=task.eval_every,
-        stop_at_epoch=task.epochs,
-        resume=resume,
-        force=not resume,  # a directory without a checkpoint holds nothing worth keeping
-        quiet=True,
-        plot=False,
-        distributed=False,
-        train_images=task.train_images,
-    )
+    # a directory without a checkpoint holds nothing worth keeping
+    options = replace(task.options, device=slot.device, threads=slot.threads, resume=resume, force=not resume)
     result = train(ir, run_dir, options)
     found = [record for record in result.metrics if record.get("epoch") == task.epochs - 1]
     if len(found) != 1 or not all(isinstance(found[0].get(key), float | int) for key in ("eval_accuracy", "eval_loss")):

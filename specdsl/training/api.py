@@ -19,7 +19,7 @@ from specdsl.training import finetune
 from specdsl.training.data import check_classes, open_source, with_train_subset
 from specdsl.training.distributed import Context
 from specdsl.training.log import read_metrics
-from specdsl.training.loop import LoopSettings, Trainer
+from specdsl.training.loop import Trainer
 from specdsl.training.options import TrainOptions, check_against_torch, check_options
 from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
 from specdsl.training.rundir import SPEC_FILE, clear_run, write_text
@@ -96,20 +96,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
         _prepare_run_dir(run_dir, spec_text, options, ctx)
         if ctx.is_main:
             finetune.say(tuning, options.quiet)
-        settings = LoopSettings(
-            seed=options.seed,
-            workers=options.workers,
-            amp=options.amp,
-            channels_last=options.channels_last,
-            compile=options.compile,
-            memory_efficient=options.memory_efficient,
-            eval_every=options.eval_every,
-            eval_batch_size=options.eval_batch_size,
-            stop_at_epoch=options.stop_at_epoch,
-            quiet=options.quiet,
-            plot=options.plot,
-        )
-        trainer = Trainer(ir, source, run_dir, ctx, settings, tuning)
+        trainer = Trainer(ir, source, run_dir, ctx, options, tuning)
         if options.resume:
             trainer.resume()
         started_at = trainer.progress.epoch

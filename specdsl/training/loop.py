@@ -14,7 +14,6 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from specdsl.backends.torch import build
 from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import lower
+from specdsl.passes.regularisation import dropout_name
 from specdsl.training import checkpoint
 from specdsl.training.augment import mixup, rand_augment
 from specdsl.training.data import Normalize, Source, TrainImages, batches
@@ -39,27 +39,11 @@ from specdsl.training.evaluate import EvalResult, evaluate, held_out, torch_pred
 from specdsl.training.finetune import Tuning
 from specdsl.training.log import append_metrics, progress_bar, read_metrics, truncate_metrics
 from specdsl.training.optim import build_optimizer, set_learning_rate
+from specdsl.training.options import TrainOptions
 from specdsl.training.plot import plot_run
 from specdsl.training.rates import apply_rates, current_rates, stage_rates
 from specdsl.training.rundir import damaged, write_atomic, write_text
 from specdsl.training.schedule import LearningRate, StagePlan, schedule_of, stage_at
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """How to run (not what to train: that is the spec's recipe)."""
-
-    seed: int = 0
-    workers: int = 0
-    amp: str | None = None  # "bf16" or "fp16"
-    channels_last: bool = False
-    compile: bool | str = False  # True: inductor; or a torch.compile backend name
-    memory_efficient: bool = False
-    eval_every: int = 1
-    eval_batch_size: int = 256
-    stop_at_epoch: int | None = None
-    quiet: bool = False
-    plot: bool = True
 
 
 def seed_of(seed: int, rank: int, purpose: str) -> int:
@@ -84,16 +68,17 @@ class Trainer:
         source: Source,
         run_dir: Path,
         ctx: Context,
-        settings: LoopSettings,
+        options: TrainOptions,
         tuning: Tuning | None = None,
     ) -> None:
-        self.ir, self.source, self.run_dir, self.ctx, self.settings = ir, source, run_dir, ctx, settings
+        self.ir, self.source, self.run_dir, self.ctx, self.options = ir, source, run_dir, ctx, options
         self.tuning = tuning  # fine-tuning: the init, frozen layers, layer-wise learning rates
         self.recipe = ir.training
         self.plan = schedule_of(ir)
         self.net = lower(ir)
+        self.dropout = dropout_name(self.net)  # the classifier's dropout op, whose rate the metrics log records
         self.normalize = Normalize(self.net.normalization.mean, self.net.normalization.std, ctx.device)
-        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
 
         recipe, world = self.recipe, ctx.world_size
         if recipe.batch_size % (world * recipe.grad_accumulation):
@@ -111,7 +96,7 @@ class Trainer:
             )
         self.lr = LearningRate.of(recipe, steps_per_epoch=self.steps_per_epoch, batch_size=recipe.batch_size)
 
-        self.model = build(ir, seed=settings.seed, memory_efficient=settings.memory_efficient).to(ctx.device)
+        self.model = build(ir, seed=options.seed, memory_efficient=options.memory_efficient).to(ctx.device)
         self.model = self.model.to(memory_format=self.memory_format)
         lr_scales = None if tuning is None else tuning.apply(self.model)  # before the EMA copies the weights
         if ctx.distributed:
@@ -120,10 +105,10 @@ class Trainer:
         self.ema = WeightAverage(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         self.eval_model = None  # rank 0 evaluates
         if ctx.is_main:
-            self.eval_model = build(ir, seed=settings.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
-        self.augment = torch.Generator().manual_seed(seed_of(settings.seed, ctx.rank, "augment"))
-        seed_process(seed_of(settings.seed, ctx.rank, "process"))  # dropout masks; resume restores the states
-        self.scaler = torch.amp.GradScaler(ctx.device.type) if settings.amp == "fp16" else None
+            self.eval_model = build(ir, seed=options.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
+        self.augment = torch.Generator().manual_seed(seed_of(options.seed, ctx.rank, "augment"))
+        seed_process(seed_of(options.seed, ctx.rank, "process"))  # dropout masks; resume restores the states
+        self.scaler = torch.amp.GradScaler(ctx.device.type) if options.amp == "fp16" else None
         self.progress = checkpoint.Progress()
 
         module: nn.Module = self.model
@@ -131,8 +116,8 @@ class Trainer:
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             module = self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        if settings.compile:
-            backend = "inductor" if settings.compile is True else settings.compile
+        if options.compile:
+            backend = "inductor" if options.compile is True else options.compile
             module = torch.compile(module, backend=backend)
         self.train_module = module
 
@@ -199,9 +184,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ steps
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.settings.amp is None:
+        if self.options.amp is None:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.settings.amp == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.options.amp == "bf16" else torch.float16
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _index_batches(self, epoch: int) -> list[list[int]]:
@@ -212,7 +197,7 @@ class Trainer:
             num_replicas=self.ctx.world_size,
             rank=self.ctx.rank,
             shuffle=True,
-            seed=self.settings.seed,
+            seed=self.options.seed,
             drop_last=True,
         )
         sampler.set_epoch(epoch)
@@ -268,7 +253,7 @@ class Trainer:
             self.source.train,
             size=stage.image_size,
             epoch=epoch,
-            seed=self.settings.seed,
+            seed=self.options.seed,
             scale=self.recipe.crop_scale,
             flip=self.recipe.flip,
         )
@@ -276,9 +261,9 @@ class Trainer:
         description = (
             f"epoch {epoch + 1}/{self.recipe.epochs} stage {stage.stage}/{len(self.plan)} {stage.image_size}px"
         )
-        bar = progress_bar(self.steps_per_epoch, description, enabled=self.ctx.is_main and not self.settings.quiet)
+        bar = progress_bar(self.steps_per_epoch, description, enabled=self.ctx.is_main and not self.options.quiet)
         losses, pending, started, sizes = [], [], time.perf_counter(), set()
-        for images, labels in batches(dataset, self._index_batches(epoch), self.settings.workers):
+        for images, labels in batches(dataset, self._index_batches(epoch), self.options.workers):
             sizes.add(images.shape[-1])
             pending.append(self.prepare(images, labels, stage))
             if len(pending) == accumulation:
@@ -297,7 +282,7 @@ class Trainer:
             "randaug": stage.randaug,
             "randaug_layers": self.recipe.randaug_layers if stage.randaug > 0 else 0,
             "mixup": stage.mixup,
-            "dropout": self.model.get_submodule("head.dropout").p,
+            "dropout": current_rates(self.model, [self.dropout])[self.dropout],
             "drop_path": stage.drop_path,  # block i of N runs at drop_path * i / N (checked above)
             "lr": self.lr(self.progress.step - 1),
             "step": self.progress.step,
@@ -314,19 +299,19 @@ class Trainer:
             self.ema.load_into(self.eval_model)
         else:
             self.eval_model.load_state_dict(self.model.state_dict(), strict=False)
-        predict = torch_predictor(self.eval_model, self.ctx.device, channels_last=self.settings.channels_last)
-        return evaluate(predict, held_out(self.ir, self.source, self.settings.eval_batch_size, self.settings.workers))
+        predict = torch_predictor(self.eval_model, self.ctx.device, channels_last=self.options.channels_last)
+        return evaluate(predict, held_out(self.ir, self.source, self.options.eval_batch_size, self.options.workers))
 
     def run(self) -> None:
         metrics = self.run_dir / "metrics.jsonl"
         if self.ctx.is_main:
             truncate_metrics(metrics, self.progress.epoch)
-        last = self.recipe.epochs if self.settings.stop_at_epoch is None else self.settings.stop_at_epoch
+        last = self.recipe.epochs if self.options.stop_at_epoch is None else self.options.stop_at_epoch
         for epoch in range(self.progress.epoch, min(last, self.recipe.epochs)):
             stage = stage_at(self.plan, epoch)
             record = self.train_epoch(epoch, stage)
             done = epoch + 1 == self.recipe.epochs
-            if self.ctx.is_main and ((epoch + 1) % self.settings.eval_every == 0 or done):
+            if self.ctx.is_main and ((epoch + 1) % self.options.eval_every == 0 or done):
                 result = self.evaluate()
                 record |= {"eval_accuracy": result.accuracy, "eval_loss": result.loss}
                 if result.accuracy > self.progress.best_accuracy:
@@ -336,7 +321,7 @@ class Trainer:
                 append_metrics(metrics, record)
             self._save()
             drawn = done or epoch + 1 == stage.end_epoch or epoch + 1 == last
-            if self.ctx.is_main and self.settings.plot and drawn:
+            if self.ctx.is_main and self.options.plot and drawn:
                 self._plot(read_metrics(metrics))
             self.ctx.barrier()
 

@@ -1,5 +1,6 @@
 """Optimizers of the recipe: TensorFlow's RMSProp (written here), SGD and AdamW (PyTorch's), with weight decay
-on the conv and linear weights only, as google/automl excludes biases and batch-norm parameters."""
+on the tensors the lowering names (`specdsl.passes.regularisation.decayed_tensors`: kernels, not biases or
+batch-norm parameters, as google/automl)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from specdsl.passes.lower import LoweredNetwork
+from specdsl.passes.regularisation import decayed_tensors
 from specdsl.spec import TrainingRecipe
 
 
@@ -61,11 +63,6 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
-def decayed_names(net: LoweredNetwork) -> set[str]:
-    """The tensors weight decay applies to: conv and linear weights (automl's regex skips bias, gamma, beta)."""
-    return {f"{op.name}.weight" for op in net.ops if op.op in ("conv", "linear")}
-
-
 def build_optimizer(
     model: nn.Module, net: LoweredNetwork, recipe: TrainingRecipe, lr_scales: Mapping[str, float] | None = None
 ) -> torch.optim.Optimizer:
@@ -73,7 +70,7 @@ def build_optimizer(
 
     With ``lr_scales`` (fine-tuning: the trainable parameters' learning-rate multipliers, `finetune.Tuning`), only
     the parameters it names are optimised, grouped by multiplier (``lr_scale`` in each group)."""
-    decayed = decayed_names(net)
+    decayed = decayed_tensors(net)
     named = list(model.named_parameters())
     groups = [
         {"params": [p for name, p in named if name in decayed], "weight_decay": recipe.weight_decay},

@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 
 import specdsl  # noqa: E402
 from specdsl.backends.torch import build  # noqa: E402
+from specdsl.passes.regularisation import decayed_tensors  # noqa: E402
 from specdsl.spec import TrainingRecipe  # noqa: E402
-from specdsl.training.optim import RMSpropTF, build_optimizer, decayed_names  # noqa: E402
+from specdsl.training.optim import RMSpropTF, build_optimizer  # noqa: E402
 from tests.conftest import TINY_SPEC  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def test_weight_decay_reaches_conv_and_linear_weights_only(name: str) -> None:
     optimizer = build_optimizer(model, specdsl.lower(ir), recipe)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}
-    assert decayed == decayed_names(specdsl.lower(ir))
+    assert decayed == decayed_tensors(specdsl.lower(ir))
     assert decayed and all(n.endswith(".conv.weight") or n == "classifier.weight" or ".se." in n for n in decayed)
     assert not any(".bn." in n or n.endswith(".bias") for n in decayed)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)

@@ -15,7 +15,7 @@ import specdsl  # noqa: E402
 from specdsl.training.api import TrainOptions, train  # noqa: E402
 from specdsl.training.data import digits  # noqa: E402
 from specdsl.training.distributed import Context  # noqa: E402
-from specdsl.training.loop import LoopSettings, Trainer  # noqa: E402
+from specdsl.training.loop import Trainer  # noqa: E402
 from specdsl.training.rates import apply_rates, current_rates, stage_rates  # noqa: E402
 from specdsl.training.recipe import with_recipe  # noqa: E402
 from specdsl.training.schedule import schedule_of  # noqa: E402
@@ -23,9 +23,9 @@ from specdsl.training.schedule import schedule_of  # noqa: E402
 from .conftest import TRAIN_SPEC  # noqa: E402
 
 
-def trainer(tmp_path: Path, settings: LoopSettings | None = None, **recipe: object) -> Trainer:
+def trainer(tmp_path: Path, options: TrainOptions | None = None, **recipe: object) -> Trainer:
     doc = with_recipe(specdsl.loads(TRAIN_SPEC).spec, recipe)
-    return Trainer(specdsl.api.resolve(doc), digits(3), tmp_path, Context(), settings or LoopSettings(quiet=True))
+    return Trainer(specdsl.api.resolve(doc), digits(3), tmp_path, Context(), options or TrainOptions(quiet=True))
 
 
 def test_accumulated_micro_batches_step_like_the_whole_batch(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_accumulated_micro_batches_step_like_the_whole_batch(tmp_path: Path) -> 
 
 def test_bf16_autocast_and_channels_last_train(tmp_path: Path) -> None:
     """The GPU flags on CPU: convolutions run in bfloat16 on NHWC tensors, the step stays finite."""
-    run = trainer(tmp_path, LoopSettings(amp="bf16", channels_last=True, quiet=True))
+    run = trainer(tmp_path, TrainOptions(amp="bf16", channels_last=True, quiet=True))
     seen = []
     run.model.stem.conv.register_forward_hook(lambda module, args, out: seen.append((out.dtype, args[0])))
     stage = schedule_of(run.ir)[0]
