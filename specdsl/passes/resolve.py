@@ -169,30 +169,53 @@ def resolve(doc: SpecDocument) -> ModelIR:
 def resolve_unchecked(doc: SpecDocument) -> ModelIR:
     """`resolve` without the build-memory check (which lowers the whole network): for searches that resolve many
     candidate documents and `resolve` only the one they keep."""
-    scaling = doc.scaling
-    defaults = doc.defaults
     _check_continuity(doc)
     _check_strides(doc)
     repeats = _line_repeats(doc)
-    total_stride = doc.stem.stride * math.prod(stage.stride for stage in doc.stages)
-    _check_resolution(doc, total_stride)
+    _check_resolution(doc, doc.stem.stride * math.prod(stage.stride for stage in doc.stages))
+    stem = _stem(doc)
+    stages = _stages(doc, stem, repeats)
+    last = stages[-1].blocks[-1]
+    return ModelIR(
+        name=doc.name,
+        in_channels=doc.input.channels,
+        resolution=doc.input.resolution,
+        normalization=_normalization(doc),
+        train_resolution=doc.input.train_resolution or doc.input.resolution,
+        padding=doc.defaults.padding,
+        batch_norm=_batch_norm(doc),
+        stem=stem,
+        stages=stages,
+        head=_head(doc, last.out_channels, last.output_size),
+        training=doc.training,
+        spec=doc,
+    )
+
+
+def _width(doc: SpecDocument, channels: int) -> int:
+    """A written channel count after width scaling, rounded by the spec's rule."""
+    scaling = doc.scaling
+    return round_filters(channels, scaling.width, scaling.divisor, scaling.round_up_90)
+
+
+def _stem(doc: SpecDocument) -> Stem:
+    """The stem conv: scaled with the network unless ``scale_stem`` is off."""
     if doc.stem.kernel % 2 == 0:
         raise SpecError(f"stem kernel must be odd, got {doc.stem.kernel}", doc.span("stem.kernel"))
-
-    def width(channels: int) -> int:
-        return round_filters(channels, scaling.width, scaling.divisor, scaling.round_up_90)
-
-    stem_out = width(doc.stem.channels) if scaling.scale_stem else doc.stem.channels
-    stem = Stem(
+    out_channels = _width(doc, doc.stem.channels) if doc.scaling.scale_stem else doc.stem.channels
+    return Stem(
         in_channels=doc.input.channels,
-        out_channels=_check_channels(doc, "stem.channels", stem_out, "the stem"),
+        out_channels=_check_channels(doc, "stem.channels", out_channels, "the stem"),
         kernel=doc.stem.kernel,
         stride=doc.stem.stride,
-        activation=doc.stem.activation or defaults.activation,
+        activation=doc.stem.activation or doc.defaults.activation,
         input_size=doc.input.resolution,
         output_size=_out_size(doc.input.resolution, doc.stem.stride),
     )
 
+
+def _stages(doc: SpecDocument, stem: Stem, repeats: list[int]) -> list[Stage]:
+    """Every block in order: each takes the width and size the one before gives, and its share of drop path."""
     total_blocks = sum(repeats)
     stages: list[Stage] = []
     channels, size, global_index = stem.out_channels, stem.output_size, 0
@@ -200,83 +223,104 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
         blocks: list[Block] = []
         for line in lines:
             args, key = doc.stages[line], f"stages.{line}"
-            out_channels = _check_channels(doc, key, width(args.out_channels), f"stage {stage_index} output")
-            experts = None if args.experts is None else args.experts * scaling.experts_multiplier
+            out_channels = _check_channels(doc, key, _width(doc, args.out_channels), f"stage {stage_index} output")
+            experts = None if args.experts is None else args.experts * doc.scaling.experts_multiplier
             if experts is not None and experts > limits.MAX_EXPERTS:
                 raise SpecError(f"{experts} CondConv experts; the limit is {limits.MAX_EXPERTS}", doc.span(key))
             for _ in range(repeats[line]):
-                stride = args.stride if not blocks else 1
-                forced = args.forced_in_channels
-                expand = _expand_channels(args, channels if forced is None else width(forced))
-                if expand is not None:
-                    _check_channels(doc, key, expand, f"stage {stage_index} expansion")
-                mid = expand if expand is not None else channels
-                out_size = _out_size(size, stride)
-                block = Block(
+                block = _block(
+                    doc,
+                    line,
                     stage=stage_index,
                     index=len(blocks),
                     global_index=global_index,
-                    kind=args.kind,
-                    kernel=args.kernel,
-                    stride=stride,
-                    in_channels=channels,
-                    out_channels=out_channels,
-                    expand_channels=expand,
-                    se_channels=_se_channels(doc, args, channels, mid),
-                    activation=args.activation or defaults.activation,
-                    residual=args.skip and stride == 1 and channels == out_channels,
-                    drop_path=block_drop_path(defaults.drop_path, global_index, total_blocks),
+                    stride=args.stride if not blocks else 1,
+                    channels=(channels, out_channels),
                     input_size=size,
-                    output_size=out_size,
-                    se_gate=defaults.se_gate,
-                    se_activation=defaults.se_activation,
-                    mixed_kernels=None if args.mixed_kernels is None else tuple(args.mixed_kernels),
-                    expand_groups=args.expand_groups,
-                    project_groups=args.project_groups,
                     experts=experts,
-                    stride_at="project"
-                    if args.kind is BlockKind.FUSED and defaults.fused_stride == "project"
-                    else "spatial",
-                    line=line,
+                    drop_path=block_drop_path(doc.defaults.drop_path, global_index, total_blocks),
                 )
                 _check_groups(doc, key, block)
                 blocks.append(block)
-                channels, size, global_index = out_channels, out_size, global_index + 1
+                channels, size, global_index = out_channels, block.output_size, global_index + 1
         stages.append(Stage(index=stage_index, blocks=blocks))
+    return stages
 
-    head_conv = doc.head.channels
-    if head_conv is not None and scaling.scale_head:
-        head_conv = width(head_conv)
-    if head_conv is not None:
-        _check_channels(doc, "head.channels", head_conv, "the head")
-    head = Head(
-        in_channels=channels,
-        conv_channels=head_conv,
-        activation=doc.head.activation or defaults.activation,
+
+def _block(
+    doc: SpecDocument,
+    line: int,
+    *,
+    stage: int,
+    index: int,
+    global_index: int,
+    stride: int,
+    channels: tuple[int, int],
+    input_size: int,
+    experts: int | None,
+    drop_path: float,
+) -> Block:
+    """One block of stage line ``line`` at its place in the network (``channels``: its input and output widths):
+    expansion and SE widths by the line's dialect, residual where the shapes allow it."""
+    args, defaults = doc.stages[line], doc.defaults
+    in_channels, out_channels = channels
+    forced = args.forced_in_channels
+    expand = _expand_channels(args, in_channels if forced is None else _width(doc, forced))
+    if expand is not None:
+        _check_channels(doc, f"stages.{line}", expand, f"stage {stage} expansion")
+    return Block(
+        stage=stage,
+        index=index,
+        global_index=global_index,
+        kind=args.kind,
+        kernel=args.kernel,
+        stride=stride,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        expand_channels=expand,
+        se_channels=_se_channels(doc, args, in_channels, expand if expand is not None else in_channels),
+        activation=args.activation or defaults.activation,
+        residual=args.skip and stride == 1 and in_channels == out_channels,
+        drop_path=drop_path,
+        input_size=input_size,
+        output_size=_out_size(input_size, stride),
+        se_gate=defaults.se_gate,
+        se_activation=defaults.se_activation,
+        mixed_kernels=None if args.mixed_kernels is None else tuple(args.mixed_kernels),
+        expand_groups=args.expand_groups,
+        project_groups=args.project_groups,
+        experts=experts,
+        stride_at="project" if args.kind is BlockKind.FUSED and defaults.fused_stride == "project" else "spatial",
+        line=line,
+    )
+
+
+def _head(doc: SpecDocument, in_channels: int, input_size: int) -> Head:
+    """The head after the last block: its conv scaled with the network unless ``scale_head`` is off."""
+    conv_channels = doc.head.channels
+    if conv_channels is not None and doc.scaling.scale_head:
+        conv_channels = _width(doc, conv_channels)
+    if conv_channels is not None:
+        _check_channels(doc, "head.channels", conv_channels, "the head")
+    return Head(
+        in_channels=in_channels,
+        conv_channels=conv_channels,
+        activation=doc.head.activation or doc.defaults.activation,
         form=doc.head.form,
         bias=doc.head.bias,
         pool=doc.head.pool,
         dropout=doc.head.dropout,
         classes=doc.head.classes,
-        input_size=size,
+        input_size=input_size,
     )
+
+
+def _batch_norm(doc: SpecDocument) -> BatchNorm:
+    """Batch norm in the PyTorch momentum convention, whichever convention the spec writes."""
+    defaults = doc.defaults
     # 1 - 0.99 is 0.010000000000000009 in binary; 12 digits keep the intended 0.01 (well below float32).
     momentum = round(1.0 - defaults.bn_momentum, 12) if defaults.bn_convention == "tf" else defaults.bn_momentum
-    ir = ModelIR(
-        name=doc.name,
-        in_channels=doc.input.channels,
-        resolution=doc.input.resolution,
-        normalization=_normalization(doc),
-        train_resolution=doc.input.effective_train_resolution,
-        padding=defaults.padding,
-        batch_norm=BatchNorm(eps=defaults.bn_eps, momentum=momentum),
-        stem=stem,
-        stages=stages,
-        head=head,
-        training=doc.training,
-        spec=doc,
-    )
-    return ir
+    return BatchNorm(eps=defaults.bn_eps, momentum=momentum)
 
 
 def _check_size(ir: ModelIR, doc: SpecDocument) -> None:
