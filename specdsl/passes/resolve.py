@@ -181,7 +181,7 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
         in_channels=doc.input.channels,
         resolution=doc.input.resolution,
         normalization=_normalization(doc),
-        train_resolution=doc.input.train_resolution or doc.input.resolution,
+        train_resolution=doc.input.effective_train_resolution,
         padding=doc.defaults.padding,
         batch_norm=_batch_norm(doc),
         stem=stem,
