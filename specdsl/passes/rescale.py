@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from specdsl import limits
 from specdsl.errors import SpecError
 from specdsl.passes.analysis import count_macs
-from specdsl.passes.resolve import resolve_unchecked
+from specdsl.passes.resolve import line_repeats, resolve_unchecked
 from specdsl.passes.scaling import compound_factors, round_resolution
 from specdsl.spec import SpecDocument
 
@@ -182,17 +182,20 @@ def shortest(doc: SpecDocument) -> SpecDocument:
     """``doc`` with each scaling multiplier (``width``, ``depth``, every ``stage_depth``) written as the shortest
     decimal that resolves to the same network: phi = 3 gives width 1.331, not 1.1**3 = 1.3310000000000004."""
     network = resolve_unchecked(doc).network()
+    repeats = line_repeats(doc)
 
-    def same(candidate: SpecDocument) -> bool:  # the same network: the same size, so no memory check
+    def same(candidate: SpecDocument, key: str) -> bool:  # the same network: the same size, so no memory check
         try:
-            return resolve_unchecked(candidate).network() == network
+            if key == "width":
+                return resolve_unchecked(candidate).network() == network
+            return line_repeats(candidate) == repeats  # depth multipliers decide the repeats and nothing else
         except SpecError:
             return False
 
     for key in ("width", "depth"):
         for value in _shorter(getattr(doc.scaling, key)):
             candidate = doc.model_copy(update={"scaling": doc.scaling.model_copy(update={key: value})})
-            if same(candidate):
+            if same(candidate, key):
                 doc = candidate
                 break
     for index, entry in enumerate(doc.scaling.stage_depth or []):
@@ -200,7 +203,7 @@ def shortest(doc: SpecDocument) -> SpecDocument:
             stage_depth = list(doc.scaling.stage_depth or [])
             stage_depth[index] = value
             candidate = doc.model_copy(update={"scaling": doc.scaling.model_copy(update={"stage_depth": stage_depth})})
-            if same(candidate):
+            if same(candidate, "stage_depth"):
                 doc = candidate
                 break
     return validated(doc)

@@ -60,8 +60,9 @@ def _stage_multipliers(doc: SpecDocument, stages: int) -> list[float]:
     return multipliers
 
 
-def _line_repeats(doc: SpecDocument) -> list[int]:
-    """Blocks per stage line after depth scaling (`spread_repeats` per stage)."""
+def line_repeats(doc: SpecDocument) -> list[int]:
+    """Blocks per stage line after depth scaling (`spread_repeats` per stage): all that ``scaling.depth`` and
+    ``scaling.stage_depth`` decide."""
     scaling = doc.scaling
     groups = doc.stage_lines()
     multipliers = _stage_multipliers(doc, len(groups))
@@ -171,7 +172,7 @@ def resolve_unchecked(doc: SpecDocument) -> ModelIR:
     candidate documents and `resolve` only the one they keep."""
     _check_continuity(doc)
     _check_strides(doc)
-    repeats = _line_repeats(doc)
+    repeats = line_repeats(doc)
     _check_resolution(doc, doc.stem.stride * math.prod(stage.stride for stage in doc.stages))
     stem = _stem(doc)
     stages = _stages(doc, stem, repeats)
