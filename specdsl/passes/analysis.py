@@ -40,7 +40,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 def op_tensor_elements(op: Op) -> int:
     """Elements of the canonical tensors an op owns: its parameters, and a BN's running statistics."""
-    return sum(math.prod(shape) for shape in op.tensors().values()) if isinstance(op, WEIGHTED_KINDS) else 0
+    return sum(map(math.prod, op.tensors().values())) if isinstance(op, WEIGHTED_KINDS) else 0
 
 
 def op_state_elements(op: Op) -> int:
