@@ -48,6 +48,16 @@ def test_each_backend_takes_exactly_the_options_its_entry_lists(backend: str) ->
     assert keywords & _keywords(backend) == set(BACKENDS[backend].options)
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_emit_names_the_files_the_entry_lists(backend: str) -> None:
+    """Each file ``emit`` writes is ``<stem><suffix>`` in its source (the pre-flight plans from the table; the
+    build tests compare it with the files written)."""
+    source = (BACKENDS_DIR / backend / "emit.py").read_text(encoding="utf-8")
+    entry = BACKENDS[backend]
+    for suffix in (*entry.outputs, *(export.suffix for export in entry.exports.values())):
+        assert f'}}{suffix.split("/")[0]}"' in source, suffix
+
+
 def test_option_choices_are_the_backends_own() -> None:
     onnx, keras = BACKENDS_DIR / "onnx", BACKENDS_DIR / "keras"
     assert OPTIONS["opset"].choices == tuple(_constant(onnx / "model.py", "OPSETS"))  # type: ignore[arg-type]
