@@ -294,6 +294,7 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
     stage_rows = []
     for stage in ir.stages:
         first, last = stage.blocks[0], stage.blocks[-1]
+        ratios = [ir.ratios(block) for block in stage.blocks]
         stage_rows.append(
             _row(
                 f"stage {stage.index}",
@@ -305,8 +306,8 @@ def analyze(ir: ModelIR, *, batch_size: int = 1, dtype: str = "float32") -> Repo
                 kernel=first.kernel,
                 io=(first.in_channels, last.out_channels, first.stride, first.input_size, last.output_size),
                 kernels=[list(kernels) for kernels in _distinct(block.spatial_kernels for block in stage.blocks)],
-                expansions=_distinct(ir.ratios(block)[0] for block in stage.blocks),
-                se_ratios=_distinct(ir.ratios(block)[1] for block in stage.blocks),
+                expansions=_distinct(expansion for expansion, _ in ratios),
+                se_ratios=_distinct(se_ratio for _, se_ratio in ratios),
             )
         )
     head = ir.head
