@@ -69,3 +69,15 @@ def test_weight_decay_reaches_conv_and_linear_weights_only(name: str) -> None:
     assert decayed and all(n.endswith(".conv.weight") or n == "classifier.weight" or ".se." in n for n in decayed)
     assert not any(".bn." in n or n.endswith(".bias") for n in decayed)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)
+
+
+def test_condconv_expert_kernels_reach_the_optimizer_decayed() -> None:
+    """The lowering's CondConv kernels are the model's parameters of those names, so decay reaches them."""
+    ir = specdsl.load("cc_b0_4e")
+    model = specdsl.build(ir, device="meta")
+    net = specdsl.lower(ir)
+    optimizer = build_optimizer(model, net, TrainingRecipe(weight_decay=0.5))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}
+    experts = {f"{op.name}.weight" for op in net.ops if op.op == "cond_conv"}
+    assert len(experts) == 24 and experts <= decayed == decayed_tensors(net)
