@@ -1,6 +1,7 @@
-"""Front-end speed: `import specdsl`, and load + validate + scale + analyze of the largest shipped spec.
+"""Front-end speed: `import specdsl`, load + analyze and load + validate + scale + analyze of the largest shipped spec.
 
-Goals on the 2-core dev machine: the pipeline under 50 ms, the import under 0.3 s.
+Goals on the 2-core dev machine: the import under 0.3 s (median); load + analyze under 10 ms, the fastest of the
+samples (#21: one lowering per IR); the whole pipeline under 50 ms (median).
 Run: python benchmarks/frontend.py [--repeats N] [--spec specs/v2_xl.spec] [--out FILE]
 """
 
@@ -34,6 +35,19 @@ def time_first_use(repeats: int, spec: Path) -> list[float]:
     return [float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)) for _ in range(repeats)]
 
 
+def time_load_analyze(repeats: int, spec: Path) -> list[float]:
+    """Warm: what `specdsl info` costs once the process runs (parse, resolve with its memory check, analyse)."""
+    import specdsl
+
+    specdsl.analyze(specdsl.load(spec))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        specdsl.analyze(specdsl.load(spec))
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 def time_pipeline(repeats: int, spec: Path) -> list[float]:
     import specdsl
 
@@ -64,13 +78,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
 
+    # (name, samples, goal in seconds or None, what the goal is judged on: "median" or "min")
     rows = [
-        ("import specdsl (fresh process)", time_import(args.repeats), 0.3),
-        (f"load+validate+scale+analyze {args.spec.name} (warm)", time_pipeline(args.repeats, args.spec), 0.050),
+        ("import specdsl (fresh process)", time_import(args.repeats), 0.3, "median"),
+        (f"load + analyze {args.spec.name} (warm)", time_load_analyze(args.repeats, args.spec), 0.010, "min"),
+        (
+            f"load+validate+scale+analyze {args.spec.name} (warm)",
+            time_pipeline(args.repeats, args.spec),
+            0.050,
+            "median",
+        ),
         (
             f"import + first load/scale/analyze {args.spec.name}",
             time_first_use(max(3, args.repeats // 4), args.spec),
             None,
+            "median",
         ),
     ]
     lines = [
@@ -79,12 +101,17 @@ def main() -> None:
         "| measurement | median | min | goal | met |",
         "|---|---|---|---|---|",
     ]
-    for name, samples, goal in rows:
+    for name, samples, goal, judged in rows:
         median = statistics.median(samples)
-        met = "" if goal is None else ("yes" if median < goal else "no")
-        goal_text = "" if goal is None else f"< {goal * 1000:.0f} ms"
+        measured = min(samples) if judged == "min" else median
+        met = "" if goal is None else ("yes" if measured < goal else "no")
+        goal_text = "" if goal is None else f"< {goal * 1000:.0f} ms" + (", min" if judged == "min" else "")
         lines.append(f"| {name} | {median * 1000:.1f} ms | {min(samples) * 1000:.1f} ms | {goal_text} | {met} |")
-    lines += ["", f"Command: `python benchmarks/frontend.py --repeats {args.repeats}`"]
+    load = os.getloadavg()[0]
+    lines += [
+        "",
+        f"Command: `python benchmarks/frontend.py --repeats {args.repeats}` (1-minute load average {load:.2f})",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
