@@ -38,12 +38,11 @@ def build(
 
     ``weights``: a canonical safetensors path or a name -> tensor mapping (numpy arrays or torch
     tensors, as `specdsl.weights.load` and the importers return); without it, the reference init
-    `specdsl.weights.initial(ir, seed)`, the same values every backend assigns. ``deploy``: fold BN into the convs
-    (`specdsl.weights.fold_batch_norm`) and switch to eval
-    (inference only). ``memory_efficient``: recompute block activations in backward while training.
-    ``device="meta"`` builds shapes only (no init, no memory). ``features`` / ``out_indices``: a backbone
-    (`specdsl.passes.features`) whose forward returns its tapped maps; it reads the full canonical weights and
-    ignores the head's tensors.
+    `specdsl.weights.initial(ir, seed)`, the same values every backend assigns. ``deploy``: fold BN into
+    the convs (`specdsl.weights.fold_batch_norm`) and switch to eval (inference only). ``memory_efficient``:
+    recompute block activations in backward while training. ``device="meta"`` builds shapes only (no init,
+    no memory). ``features`` / ``out_indices``: a backbone (`specdsl.passes.features`) whose forward returns
+    its tapped maps; it reads the full canonical weights and ignores the head's tensors.
     """
     net = lower_for_build(ir, features, out_indices)
     model = build_network(net, ir, weights=weights, seed=seed, memory_efficient=memory_efficient, device=device)
@@ -55,9 +54,12 @@ def build(
 
 
 def fused(model: EfficientNet, net: LoweredNetwork) -> EfficientNet:
-    """``model.fuse()`` with the BN folded by `specdsl.weights.fold_batch_norm`, the fold every backend uses."""
+    """``model.fuse()`` with the BN folded by `specdsl.weights.fold_batch_norm`, the fold every backend uses (a model
+    on the meta device, which holds no values, is fused as shapes only)."""
     from specdsl import weights as canonical
 
+    if any(parameter.is_meta for parameter in model.parameters()):
+        return model.fuse()
     folded = canonical.fold_batch_norm(net, canonical.state_of(model))
     return model.fuse({name: torch.from_numpy(value) for name, value in folded.items()})
 
