@@ -54,7 +54,8 @@ def op_params(op: Op) -> int:
 
 
 def op_macs(op: Op) -> int:
-    """Multiply-accumulates of the ops with weights (`WEIGHTED_KINDS`); every other op is free."""
+    """Multiply-accumulates of convs, CondConvs and linear layers, which all own weights (`WEIGHTED_KINDS`): an op
+    without weights is free."""
     if isinstance(op, Conv):
         return math.prod(op.weight_shape) * op.out_shape[1] * op.out_shape[2]
     if isinstance(op, CondConv):
