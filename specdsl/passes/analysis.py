@@ -121,7 +121,7 @@ def footprint_of(ir: ModelIR) -> Footprint:
 
 
 def count_params(ir: ModelIR) -> int:
-    return sum(footprint_of(ir).params)
+    return sum(op_params(op) for op in lower(ir).ops)
 
 
 def peak_inference_elements(net: LoweredNetwork) -> int:
@@ -135,7 +135,7 @@ def build_bytes(net: LoweredNetwork, dtype: str = "float32") -> int:
 
 
 def count_macs(ir: ModelIR) -> int:
-    return sum(footprint_of(ir).macs)
+    return sum(op_macs(op) for op in lower(ir).ops)
 
 
 class Backbone(BaseModel):
