@@ -5,7 +5,8 @@ per spec).
 Per spec, smallest MACs first: random canonical weights with BN statistics calibrated by the oracle on one image
 (`tests.calibrated`: activations stay O(1), so float32 rounding stays small), that image (batch 1) through the
 oracle's backbone lowering (float64) and each backend's backbone built from the same weights; the error of a tap
-is max |backend - oracle| / max |oracle|, and a spec passes when every tap of every backend is within 1e-4. Specs
+is max |backend - oracle| / max |oracle|, and a spec passes when every tap of every backend is within 1e-4. The torch
+backbone is also run in float64, which tells float32 rounding (large in the deepest specs) from a wrong op. Specs
 up to ``--other-max-gmacs`` are also run at another size (the spec's resolution + 32, weights calibrated there):
 torch with the model built at the spec's resolution (it pads at run time), ONNX built with ``dynamic_size=True``,
 Keras built with ``resolution=``. One row is appended per spec as it finishes, so a partial run is a result; a
@@ -55,7 +56,7 @@ from specdsl.api import at_resolution  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 from specdsl.passes.lower import lower  # noqa: E402
 
-BACKENDS = ("torch", "onnx", "keras")
+BACKENDS = ("torch", "onnx", "keras")  # float32, as built; "torch float64" is a column of its own
 
 
 def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
@@ -76,12 +77,15 @@ def case(ir: ModelIR) -> tuple[dict[str, np.ndarray], np.ndarray, list[np.ndarra
     return state, x, reference.run(lower(ir, features="strides"), state, x)
 
 
-def torch_taps(ir: ModelIR, state: dict[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
+def torch_taps(ir: ModelIR, state: dict[str, np.ndarray], x: np.ndarray, *, double: bool = False) -> list[np.ndarray]:
+    """The torch backbone's taps, in float32 (as built) or, ``double``, the same module in float64: what separates
+    float32 rounding from a wrong op when the float32 error is large."""
     import torch
 
     model = specdsl.build(ir, weights=state, features="strides").eval()
+    dtype = torch.float64 if double else torch.float32
     with torch.no_grad():
-        return [m.double().numpy() for m in model(torch.as_tensor(x))]
+        return [m.double().numpy() for m in model.to(dtype)(torch.as_tensor(x, dtype=dtype))]
 
 
 def onnx_taps(ir: ModelIR, state: dict[str, np.ndarray], x: np.ndarray, *, dynamic: bool) -> list[np.ndarray]:
@@ -112,6 +116,8 @@ def errors(ir: ModelIR, size: int) -> dict[str, float | str]:
         "onnx": lambda: onnx_taps(ir, state, x, dynamic=size != ir.resolution),
         "keras": lambda: keras_taps(ir, state, x, size),
     }
+    if size == ir.resolution:
+        runs["torch float64"] = lambda: torch_taps(ir, state, x, double=True)
     worst: dict[str, float | str] = {}
     for backend, run in runs.items():
         try:
@@ -130,7 +136,7 @@ def errors(ir: ModelIR, size: int) -> dict[str, float | str]:
 def cell(error: float | str) -> str:
     if isinstance(error, str):
         return f"**{error.replace('|', '/')}**"
-    return f"{error:.1e}" + ("" if error <= TOLERANCE else " **FAIL**")
+    return f"{error:.2e}" + ("" if error <= TOLERANCE else " **FAIL**")
 
 
 def header(threads: int) -> str:
@@ -157,9 +163,12 @@ def header(threads: int) -> str:
             "- other size: the spec's resolution + 32, weights calibrated there; torch and ONNX models built at the "
             "spec's resolution (torch pads at run time, ONNX `dynamic_size=True`), Keras built with `resolution=`",
             "- seconds: the whole row (calibration, oracle and three backends; twice with another size)",
+            "- torch float64: the torch backbone converted to float64 (`model.double()`), on the same weights and "
+            "image: how close the same module comes without float32 rounding (not part of the pass criterion)",
             "",
-            "| spec | resolution | GMACs | taps | torch | onnx | keras | other size | torch | onnx | keras | seconds |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| spec | resolution | GMACs | taps | torch | onnx | keras | torch float64 "
+            "| other size | torch | onnx | keras | seconds |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
     )
 
@@ -178,11 +187,10 @@ def main() -> None:
         gib = oracle_gib(ir)
         first = f"| {name} | {ir.resolution} | {macs / 1e9:.2f} | {taps} |"
         if gib > ARGS.max_oracle_gib:
-            row = f"{first} skipped: the oracle needs {gib:.1f} GiB | | | | | | | |"
+            row = f"{first} skipped: the oracle needs {gib:.1f} GiB | | | | | | | | |"
         else:
             begun = time.perf_counter()
             at = errors(ir, ir.resolution)
-            other = ""
             if macs / 1e9 <= ARGS.other_max_gmacs:
                 size = ir.resolution + 32
                 more = errors(ir, size)
@@ -191,7 +199,7 @@ def main() -> None:
                 other = " - | | | |"
             row = (
                 f"{first} "
-                + " | ".join(cell(at[b]) for b in BACKENDS)
+                + " | ".join(cell(at[b]) for b in (*BACKENDS, "torch float64"))
                 + f" |{other} {time.perf_counter() - begun:.0f} |"
             )
         with ARGS.out.open("a") as file:
