@@ -19,7 +19,6 @@ import numpy as np
 
 from specdsl import limits
 from specdsl import weights as canonical
-from specdsl.backends import BackendUnavailable
 from specdsl.errors import SpecError, shorten
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import (
@@ -180,7 +179,6 @@ def build(
     *,
     weights: Weights = None,
     seed: int = 0,
-    deploy: bool = False,
     include_preprocessing: bool = False,
     resolution: int | None = None,
     features: Any = None,
@@ -202,8 +200,6 @@ def build(
     out), ``pooling`` None, "avg" or "max" on it, as keras.applications. Either reads the full network's weights and
     leaves out the head's.
     """
-    if deploy:
-        raise BackendUnavailable("the Keras backend has no deploy mode (BN folding); build without it")
     selection = _without_top(ir, include_top, pooling, features, out_indices)
     resolution = _checked_resolution(resolution)
     state = canonical.read(weights, ir)
