@@ -3,6 +3,7 @@ bit-identical, layer-wise learning rates, a resumed fine-tuning run equal to an 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -145,3 +146,19 @@ def test_fine_tuning_under_torchrun_keeps_replicas_identical(setup: dict[str, Pa
     trained = weights.load(tmp_path / "run" / "checkpoint" / "weights.safetensors", tuned)
     frozen = [name for name in trained if name.startswith(("stem.", "stages.0."))]
     assert frozen and all(np.array_equal(trained[name], init[name]) for name in frozen)
+
+
+def test_fine_tuning_starts_from_the_init_and_the_rebuilt_head_from_the_shared_init(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    """At a vanishing learning rate (and BN statistics frozen) the trained weights are the ones it started from:
+    every tensor but the classifier is the init file's, the rebuilt classifier ``weights.initial``'s at the seed."""
+    recipe = {**RECIPE, "epochs": 1, "lr": 1e-30}
+    train(setup["spec"], tmp_path / "run", dataclasses.replace(options(setup, freeze_bn=True, seed=4), recipe=recipe))
+    init = weights.load(setup["init"], specdsl.load(setup["spec"]))
+    tuned = specdsl.loads((tmp_path / "run" / "spec.spec").read_text(), "spec.spec")
+    trained = weights.load(tmp_path / "run" / "checkpoint" / "weights.safetensors", tuned)
+    fresh = weights.initial(tuned, seed=4)
+    for name, value in trained.items():
+        expected = fresh[name] if name.startswith("classifier.") else init[name]
+        np.testing.assert_allclose(value, expected, rtol=0, atol=1e-20, err_msg=name)
