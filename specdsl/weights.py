@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from specdsl.interop import keras_model
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import BatchNorm, CondConv, Conv, Linear, LoweredNetwork, Shape, lower
 
@@ -100,10 +101,8 @@ def state_of(model_or_state: Any) -> dict[str, np.ndarray]:
     ``state_dict()`` is canonical."""
     if isinstance(model_or_state, Mapping):
         state = model_or_state
-    elif type(model_or_state).__module__.startswith("keras."):  # recognised without importing keras
-        from specdsl.interop.keras_model import state_of as keras_state
-
-        return keras_state(model_or_state)
+    elif keras_model.is_keras(model_or_state):  # recognised without importing keras
+        return keras_model.state_of(model_or_state)
     elif hasattr(model_or_state, "state_dict"):
         if getattr(model_or_state, "fused", False):
             raise WeightsError(

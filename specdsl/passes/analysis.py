@@ -83,7 +83,7 @@ class Footprint:
     macs: tuple[int, ...]
     activations: tuple[int, ...]  # `op_activation_elements` per op
     tensor_elements: int  # every canonical tensor: parameters and BN statistics
-    peak_elements: int  # `peak_inference_elements`
+    peak_elements: int  # per sample, the largest sum of one op's inputs and output: what inference holds at once
 
     def build_bytes(self, dtype: str = "float32") -> int:
         """What building the network allocates at least: every canonical tensor plus the activations of one
@@ -118,15 +118,6 @@ def footprint(net: LoweredNetwork) -> Footprint:
 def footprint_of(ir: ModelIR) -> Footprint:
     """The footprint of ``lower(ir)``, computed once per IR (`ModelIR.derived`)."""
     return ir.derived(("footprint",), lambda: footprint(lower(ir)))
-
-
-def count_params(ir: ModelIR) -> int:
-    return sum(op_params(op) for op in lower(ir).ops)
-
-
-def peak_inference_elements(net: LoweredNetwork) -> int:
-    """Per sample, the largest sum of one op's inputs and output: what an inference pass holds at once."""
-    return footprint(net).peak_elements
 
 
 def build_bytes(net: LoweredNetwork, dtype: str = "float32") -> int:
