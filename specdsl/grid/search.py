@@ -166,11 +166,15 @@ def _check_winner(results: Results, best: Candidate, rungs: list[halving.Rung], 
     """NaN, infinite or out-of-range scores rank last; when even the best is one, there is no answer."""
     last = max(rung.index for rung in rungs if (best.index, rung.index) in results)
     if not halving.valid(_score(results, best.index, last)):
-        raise SpecError(
-            "no network reached a finite held-out accuracy and loss (every proxy run diverged)",
-            path=str(out),
-            hint="lower the learning rate (--set lr=...) and rerun with another -o",
-        )
+        raise _every_run_diverged(out)
+
+
+def _every_run_diverged(out: Path) -> SpecError:
+    return SpecError(
+        "no network reached a finite held-out accuracy and loss (every proxy run diverged)",
+        path=str(out),
+        hint="lower the learning rate (--set lr=...) and rerun with another -o",
+    )
 
 
 def _run_rungs(
@@ -203,6 +207,8 @@ def _run_rungs(
             log(f"  {candidate.name} {_constants(candidate.first)}: {accuracy} after {rung.epochs} epoch(s), "
                 f"{record.seconds:.1f} s")  # fmt: skip
         done = _wait_for(grid_store, members, rung, log)
+        if not any(halving.valid(_score(done, c, rung.index)) for c in members):
+            raise _every_run_diverged(out)  # promoting diverged networks would only train them longer
         if rung.index + 1 < len(rungs):
             members = halving.ranking(_score(done, c, rung.index) for c in members)[: rungs[rung.index + 1].size]
     return promoted

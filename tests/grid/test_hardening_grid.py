@@ -252,6 +252,13 @@ def test_a_nan_result_is_never_the_answer(spec: Path, finished: Path, tmp_path: 
     line = refused(code, err, copy, before)
     assert line == f"{copy}: error: no network reached a finite held-out accuracy and loss (every proxy run diverged)"
 
+    # Every network diverged in the first rung and no later rung is recorded: the search stops there, training
+    # no diverged network longer (nothing is written).
+    _write_results(copy, lambda records: (r for r in every_run_diverged(records) if r["rung"] == 0))
+    before = listing(copy)
+    code, _, err = run_main("grid", str(spec), "-o", str(copy), *FLAGS)
+    assert refused(code, err, copy, before) == line
+
 
 # ---- damaged state ----------------------------------------------------------------------------------------------
 
