@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from specdsl import weights as canonical
-from specdsl.backends.torch import build
+from specdsl.backends.torch.model import build_network
 from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.passes.lower import lower
@@ -75,7 +75,7 @@ class Trainer:
         self.tuning = tuning  # fine-tuning: the init, frozen layers, layer-wise learning rates
         self.recipe = ir.training
         self.plan = schedule_of(ir)
-        self.net = lower(ir)
+        self.net = lower(ir)  # the whole classifier, also for a spec that declares backbone outputs
         self.dropout = dropout_name(self.net)  # the classifier's dropout op, whose rate the metrics log records
         self.normalize = Normalize(self.net.normalization.mean, self.net.normalization.std, ctx.device)
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
@@ -96,7 +96,8 @@ class Trainer:
             )
         self.lr = LearningRate.of(recipe, steps_per_epoch=self.steps_per_epoch, batch_size=recipe.batch_size)
 
-        self.model = build(ir, seed=options.seed, memory_efficient=options.memory_efficient).to(ctx.device)
+        self.model = build_network(self.net, ir, seed=options.seed, memory_efficient=options.memory_efficient)
+        self.model = self.model.to(ctx.device)
         self.model = self.model.to(memory_format=self.memory_format)
         lr_scales = None if tuning is None else tuning.apply(self.model)  # before the EMA copies the weights
         if ctx.distributed:
@@ -105,7 +106,8 @@ class Trainer:
         self.ema = WeightAverage(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         self.eval_model = None  # rank 0 evaluates
         if ctx.is_main:
-            self.eval_model = build(ir, seed=options.seed).to(ctx.device).to(memory_format=self.memory_format).eval()
+            self.eval_model = build_network(self.net, ir, seed=options.seed).to(ctx.device)
+            self.eval_model = self.eval_model.to(memory_format=self.memory_format).eval()
         self.augment = torch.Generator().manual_seed(seed_of(options.seed, ctx.rank, "augment"))
         seed_process(seed_of(options.seed, ctx.rank, "process"))  # dropout masks; resume restores the states
         self.scaler = torch.amp.GradScaler(ctx.device.type) if options.amp == "fp16" else None

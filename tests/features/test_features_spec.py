@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import specdsl
@@ -103,3 +104,27 @@ def test_check_locates_a_bad_declaration(tmp_path: Path) -> None:
     assert code == 2 and f"{path}:4:5: error: 'stages.7' is not an op or stage of b" in err
     code, out, _ = run_main("check", str(write(tmp_path, BACKBONE, "good.spec")))
     assert code == 0 and out.startswith("ok ")
+
+
+def test_a_declared_backbone_trains_as_its_whole_classifier_and_its_weights_build_the_backbone(tmp_path: Path) -> None:
+    """`specdsl train` on a spec with `outputs { … }` trains the whole network (the head gives the loss); the run's
+    weights file then builds the declared backbone, whose taps are the oracle's on those weights."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("kornia")
+    pytest.importorskip("sklearn")
+    from tests.training.conftest import TRAIN_SPEC
+
+    spec = write(tmp_path, TRAIN_SPEC + "outputs {\n    features = strides\n}\n")
+    run = tmp_path / "run"
+    code, _, err = run_main("train", str(spec), "-o", str(run), "--epochs", "3", "--threads", "1", "-q")
+    assert code == 0, err
+    ir = specdsl.load(run / "spec.spec")
+    state = specdsl.weights.load(run / "best.safetensors", ir)
+    assert any(name.startswith("classifier.") for name in state)  # the whole network was trained
+    backbone = specdsl.build(ir, weights=run / "best.safetensors").eval()
+    assert backbone.feature_info.reduction() == [2, 4]  # stem stride 2, then the stride-2 stage
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        maps = backbone(torch.from_numpy(x))
+    for got, expected in zip(maps, specdsl.reference.run(lower_for_build(ir), state, x), strict=True):
+        assert np.abs(got.double().numpy() - expected).max() <= 1e-4 * np.abs(expected).max()
