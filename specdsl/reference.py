@@ -10,7 +10,7 @@ numpy, so a disagreement is the backend's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -61,7 +61,15 @@ FUNCTIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def conv2d(x: Array, weight: Array, bias: Array | None, stride: int, groups: int, pads: tuple[int, ...]) -> Array:
+def conv2d(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    stride: int,
+    groups: int,
+    pads: tuple[int, ...],
+    dtype: type = np.float64,
+) -> Array:
     """Grouped 2-D cross-correlation of NCHW ``x`` with OIHW ``weight`` after zero padding (top, bottom, left, right).
 
     Written as a sum over kernel offsets of strided slices times the kernel's tap, so memory stays
@@ -75,7 +83,7 @@ def conv2d(x: Array, weight: Array, bias: Array | None, stride: int, groups: int
     group_out = out_channels // groups
     grouped = x.reshape(batch, groups, group_in, height, width)
     taps = weight.reshape(groups, group_out, group_in, kernel, kernel)
-    out = np.zeros((batch, groups, group_out, out_h, out_w))
+    out = np.zeros((batch, groups, group_out, out_h, out_w), dtype=dtype)
     for i in range(kernel):
         for j in range(kernel):
             window = grouped[:, :, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
@@ -87,17 +95,20 @@ def conv2d(x: Array, weight: Array, bias: Array | None, stride: int, groups: int
     return out if bias is None else out + bias[None, :, None, None]
 
 
-def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
+def _evaluate(op: Op, args: list[Array], weights: Weights, dtype: type = np.float64) -> Array:
     def tensor(suffix: str) -> Array:
-        return np.asarray(weights[f"{op.name}.{suffix}"], dtype=np.float64)
+        return np.asarray(weights[f"{op.name}.{suffix}"], dtype=dtype)
 
     match op:
         case Conv():
-            return conv2d(args[0], tensor("weight"), tensor("bias") if op.bias else None, op.stride, op.groups, op.pads)
+            bias = tensor("bias") if op.bias else None
+            return conv2d(args[0], tensor("weight"), bias, op.stride, op.groups, op.pads, dtype)
         case CondConv():
             x, routing = args
             kernels = np.tensordot(routing, tensor("weight"), axes=1)  # per sample: sum_e r[e] * W[e]
-            samples = [conv2d(x[n : n + 1], kernels[n], None, op.stride, op.groups, op.pads) for n in range(len(x))]
+            samples = []
+            for n, kernel in enumerate(kernels):  # one sample at a time: each has its own mixed kernel
+                samples.append(conv2d(x[n : n + 1], kernel, None, op.stride, op.groups, op.pads, dtype))
             return np.concatenate(samples)
         case Slice():
             return args[0][:, op.start : op.stop]
@@ -125,18 +136,52 @@ def _evaluate(op: Op, args: list[Array], weights: Weights) -> Array:
     raise NotImplementedError(f"the reference executor has no rule for op kind {op.op!r}")
 
 
-def run(net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None) -> Array | list[Array]:
+def _last_reads(net: LoweredNetwork, keep: set[str]) -> dict[str, list[str]]:
+    """For each op, the values no op after it reads (and that are not in ``keep``): what can be freed once it ran.
+
+    Why: a deep network at full resolution (L2 at 800 px) would hold tens of GiB if every output stayed alive;
+    freed after its last reader, the oracle holds a few maps at a time, as a framework does.
+    """
+    last: dict[str, str] = {}
+    for op in net.ops:
+        for name in op.inputs:
+            last[name] = op.name
+    freed: dict[str, list[str]] = {op.name: [] for op in net.ops}
+    for name, reader in last.items():
+        if name not in keep:
+            freed[reader].append(name)
+    return freed
+
+
+def _forward(
+    net: LoweredNetwork, x: Array, dtype: type, keep: set[str], until: str | None = None
+) -> Iterator[tuple[Op, list[Array], dict[str, Array]]]:
+    """Yield ``(op, args, values)`` before each op runs, ``values`` holding what is still read later (and ``keep``)."""
+    values: dict[str, Array] = {INPUT: np.asarray(x, dtype=dtype)}
+    freed = _last_reads(net, keep | ({until} if until else set()))
+    for op in net.ops:
+        args = [values[name] for name in op.inputs]
+        yield op, args, values
+        for name in freed[op.name]:
+            del values[name]
+
+
+def run(
+    net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None, dtype: type = np.float64
+) -> Array | list[Array]:
     """Inference of ``net`` on NCHW ``x`` (float64 throughout); the output of op ``until`` if given, else logits,
     or for a backbone (``net.taps``) the list of its tapped maps, in tap order.
 
-    Checks every op's output against the shape the lowering states.
+    Checks every op's output against the shape the lowering states. ``dtype=np.float32`` runs the same arithmetic
+    in float32: not the oracle, but the rounding any float32 implementation of these ops meets (a floor for how
+    close a float32 backend can come to the float64 result).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.shape[1:] != net.input_shape:
         raise ValueError(f"input has shape {x.shape[1:]} per sample; {net.name} was lowered for {net.input_shape}")
-    values: dict[str, Array] = {INPUT: x}
-    for op in net.ops:
-        out = _evaluate(op, [values[name] for name in op.inputs], weights)
+    keep = {tap.name for tap in net.taps} | {net.output}
+    for op, args, values in _forward(net, x, dtype, keep, until):
+        out = _evaluate(op, args, weights, dtype)
         if out.shape[1:] != op.out_shape:
             raise AssertionError(f"{op.name}: computed shape {out.shape[1:]}, the lowering states {op.out_shape}")
         values[op.name] = out
@@ -156,12 +201,10 @@ def calibrate_batch_norm(net: LoweredNetwork, weights: Weights, x: Array) -> dic
     logits depend on every op and on the input. The same weights then feed every backend and this oracle.
     """
     state = dict(weights)
-    values: dict[str, Array] = {INPUT: np.asarray(x, dtype=np.float64)}
-    for op in net.ops:
-        args = [values[name] for name in op.inputs]
+    for op, args, values in _forward(net, x, np.float64, set()):
         if isinstance(op, BatchNorm):
             dtype = np.asarray(state[f"{op.name}.running_mean"]).dtype
             state[f"{op.name}.running_mean"] = args[0].mean(axis=(0, 2, 3)).astype(dtype)
             state[f"{op.name}.running_var"] = args[0].var(axis=(0, 2, 3)).astype(dtype)
-        values[op.name] = _evaluate(op, args, state)
+        values[op.name] = _evaluate(op, args, state, np.float64)
     return state
