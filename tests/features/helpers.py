@@ -44,3 +44,13 @@ def oracle_taps(name: str, features: str = "strides", size: int = SMALL) -> tupl
     ir, state = shipped(name, size)
     x = calibration_images(ir, 30)[:2]
     return x, reference.run(lower(ir, features=features), state, x)
+
+
+def at_another_size(ir: ModelIR, state: dict[str, np.ndarray], seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Two NCHW images at ``ir``'s resolution + 11 (odd: SAME pads differ from the spec's on some side) and the
+    oracle's ``"strides"`` taps of ``ir`` lowered at that size: what a backend built at the spec's resolution must
+    give there (torch pads at run time, ONNX ``dynamic_size``, Keras ``resolution=``). Canonical weights do not
+    depend on the resolution, so ``state`` serves as it is."""
+    at_size = at_resolution(ir, ir.resolution + 11)
+    x = calibration_images(at_size, seed)[:2]
+    return x, reference.run(lower(at_size, features="strides"), state, x)

@@ -16,7 +16,7 @@ from specdsl.passes.lower import lower  # noqa: E402
 from tests.calibrated import calibration_images, random_weights  # noqa: E402
 from tests.strategies import family_network, family_spec_text  # noqa: E402
 
-from .helpers import OTHER, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
+from .helpers import OTHER, TOLERANCE, at_another_size, oracle_taps, relative_error, shipped  # noqa: E402
 
 
 def keras_taps(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,4 +87,8 @@ def test_keras_taps_equal_the_oracle_on_random_family_networks(net: dict) -> Non
     expected = specdsl.reference.run(lower(ir, features="expansion"), state, x)
     got = keras_taps(specdsl.build(ir, backend="keras", weights=state, features="expansion"), x)
     for value, e in zip(got.values(), expected, strict=True):
+        assert relative_error(value, e) <= TOLERANCE
+    x, expected = at_another_size(ir, state, 12)
+    model = specdsl.build(ir, backend="keras", weights=state, features="strides", resolution=ir.resolution + 11)
+    for value, e in zip(keras_taps(model, x).values(), expected, strict=True):
         assert relative_error(value, e) <= TOLERANCE

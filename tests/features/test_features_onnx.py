@@ -24,7 +24,15 @@ from tests.calibrated import calibration_images, random_weights  # noqa: E402
 from tests.onnx.helpers import ExternalZeros  # noqa: E402
 from tests.strategies import family_network, family_spec_text  # noqa: E402
 
-from .helpers import OTHER, REPRESENTATIVE, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
+from .helpers import (  # noqa: E402
+    OTHER,
+    REPRESENTATIVE,
+    TOLERANCE,
+    at_another_size,
+    oracle_taps,
+    relative_error,
+    shipped,
+)
 
 SPECS = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "specs").glob("*.spec"))
 
@@ -105,3 +113,7 @@ def test_onnxruntime_taps_equal_the_oracle_on_random_family_networks(net: dict) 
         got = run(specdsl.build(ir, backend="onnx", weights=state, features=features), x)
         for value, e in zip(got.values(), expected, strict=True):
             assert relative_error(value, e) <= TOLERANCE
+    x, expected = at_another_size(ir, state, 11)
+    got = run(specdsl.build(ir, backend="onnx", weights=state, features="strides", dynamic_size=True), x)
+    for value, e in zip(got.values(), expected, strict=True):
+        assert relative_error(value, e) <= TOLERANCE

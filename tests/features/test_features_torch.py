@@ -31,7 +31,17 @@ from tests.torch.helpers import (  # noqa: E402
     reference_init,
 )
 
-from .helpers import AT_OTHER, OTHER, REPRESENTATIVE, SMALL, TOLERANCE, oracle_taps, relative_error, shipped  # noqa: E402
+from .helpers import (  # noqa: E402
+    AT_OTHER,
+    OTHER,
+    REPRESENTATIVE,
+    SMALL,
+    TOLERANCE,
+    at_another_size,
+    oracle_taps,
+    relative_error,
+    shipped,
+)
 
 # timm's published feature_info for features_only=True (default feature_location, out_indices (0..4)): the output
 # of the last block before each stride change (EfficientNetBuilder.__call__, extract_features, in
@@ -89,6 +99,10 @@ def random_case(ir: ModelIR, seed: int) -> None:
         got = torch_taps(specdsl.build(ir, weights=state, features=features), x)
         for g, e in zip(got, expected, strict=True):
             assert relative_error(g, e) <= TOLERANCE
+    x, expected = at_another_size(ir, state, seed + 4)  # the module built at the spec's size pads at run time
+    got = torch_taps(specdsl.build(ir, weights=state, features="strides"), x)
+    for g, e in zip(got, expected, strict=True):
+        assert relative_error(g, e) <= TOLERANCE
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
