@@ -106,7 +106,9 @@ def test_loss_falls_under_sgd_with_dropout_and_drop_path_active() -> None:
     torch.manual_seed(0)  # dropout and drop-path masks
     model = build(ir, seed=0).train()
     x, y = batch(ir, 8, seed=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # lr 0.02: the losses fall to ~0.05 by step 20. At 0.05 they bounced between 0.02 and 2.4 from step 9 on, so the
+    # last three steps' bound held or failed by the CPU's rounding (it failed on a fresh machine at the same commit).
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     losses = []
     for _ in range(20):
         optimizer.zero_grad(set_to_none=True)
