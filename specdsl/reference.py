@@ -153,12 +153,13 @@ def _last_reads(net: LoweredNetwork, keep: set[str]) -> dict[str, list[str]]:
     return freed
 
 
-def _forward(
-    net: LoweredNetwork, x: Array, dtype: type, keep: set[str], until: str | None = None
-) -> Iterator[tuple[Op, list[Array], dict[str, Array]]]:
+Step = tuple[Op, list[Array], dict[str, Array]]
+
+
+def _forward(net: LoweredNetwork, x: Array, dtype: type, keep: set[str]) -> Iterator[Step]:
     """Yield ``(op, args, values)`` before each op runs, ``values`` holding what is still read later (and ``keep``)."""
     values: dict[str, Array] = {INPUT: np.asarray(x, dtype=dtype)}
-    freed = _last_reads(net, keep | ({until} if until else set()))
+    freed = _last_reads(net, keep)
     for op in net.ops:
         args = [values[name] for name in op.inputs]
         yield op, args, values
@@ -169,7 +170,7 @@ def _forward(
 def run(
     net: LoweredNetwork, weights: Weights, x: Array, *, until: str | None = None, dtype: type = np.float64
 ) -> Array | list[Array]:
-    """Inference of ``net`` on NCHW ``x`` (float64 throughout); the output of op ``until`` if given, else logits,
+    """Inference of ``net`` on NCHW ``x`` (float64 unless ``dtype``); the output of op ``until`` if given, else logits,
     or for a backbone (``net.taps``) the list of its tapped maps, in tap order.
 
     Checks every op's output against the shape the lowering states. ``dtype=np.float32`` runs the same arithmetic
@@ -179,8 +180,8 @@ def run(
     x = np.asarray(x)
     if x.shape[1:] != net.input_shape:
         raise ValueError(f"input has shape {x.shape[1:]} per sample; {net.name} was lowered for {net.input_shape}")
-    keep = {tap.name for tap in net.taps} | {net.output}
-    for op, args, values in _forward(net, x, dtype, keep, until):
+    keep = {tap.name for tap in net.taps} | {net.output} | ({until} if until else set())
+    for op, args, values in _forward(net, x, dtype, keep):
         out = _evaluate(op, args, weights, dtype)
         if out.shape[1:] != op.out_shape:
             raise AssertionError(f"{op.name}: computed shape {out.shape[1:]}, the lowering states {op.out_shape}")

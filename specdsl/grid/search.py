@@ -129,8 +129,7 @@ def search(
     recorded = _check_results(grid_store, candidates, rungs)
     results = {(c, rung): recorded[(c, rung)] for rung, members in enumerate(promoted) for c in members}
     ranking = _final_ranking(promoted, results)
-    best = candidates[ranking[0]]
-    _check_winner(results, best, rungs, out)
+    best = candidates[ranking[0]]  # valid: every rung, the last included, had a valid score (_run_rungs)
     result = GridResult(
         settings=settings,
         base=base,
@@ -160,21 +159,6 @@ def _check_results(grid_store: GridStore, candidates: list[Candidate], rungs: li
                 hint=f"to start the search afresh, remove {grid_store.out} (or choose another -o)",
             )
     return results
-
-
-def _check_winner(results: Results, best: Candidate, rungs: list[halving.Rung], out: Path) -> None:
-    """NaN, infinite or out-of-range scores rank last; when even the best is one, there is no answer."""
-    last = max(rung.index for rung in rungs if (best.index, rung.index) in results)
-    if not halving.valid(_score(results, best.index, last)):
-        raise _every_run_diverged(out)
-
-
-def _every_run_diverged(out: Path) -> SpecError:
-    return SpecError(
-        "no network reached a finite held-out accuracy and loss (every proxy run diverged)",
-        path=str(out),
-        hint="lower the learning rate (--set lr=...) and rerun with another -o",
-    )
 
 
 def _run_rungs(
@@ -208,7 +192,13 @@ def _run_rungs(
                 f"{record.seconds:.1f} s")  # fmt: skip
         done = _wait_for(grid_store, members, rung, log)
         if not any(halving.valid(_score(done, c, rung.index)) for c in members):
-            raise _every_run_diverged(out)  # promoting diverged networks would only train them longer
+            # NaN and inf rank last, so a rung with one valid score promotes it and the answer is valid; with
+            # none there is no answer, and promoting diverged networks would only train them longer.
+            raise SpecError(
+                "no network reached a finite held-out accuracy and loss (every proxy run diverged)",
+                path=str(out),
+                hint="lower the learning rate (--set lr=...) and rerun with another -o",
+            )
         if rung.index + 1 < len(rungs):
             members = halving.ranking(_score(done, c, rung.index) for c in members)[: rungs[rung.index + 1].size]
     return promoted
