@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOLERANCE = 1e-4  # relative to the tap's largest value (issue #20)
 EXACT = 1e-9  # a float64 run of a backend's graph against the float64 oracle
 FLOOR_FACTOR = 3.0  # where the float32 floor exceeds TOLERANCE / FLOOR_FACTOR, a backend may be this far from it
 SEED = 40
@@ -58,7 +57,7 @@ if ARGS is not None:  # before numpy, torch or TensorFlow start their thread poo
     for variable in (*threads_variables, "TF_NUM_INTEROP_THREADS"):
         os.environ[variable] = str(ARGS.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, str(ROOT))  # tests.calibrated: the suite's calibrated random weights
+    sys.path.insert(0, str(ROOT))  # tests: the suite's calibrated random weights, bound and error measure
 
 import numpy as np  # noqa: E402
 
@@ -67,13 +66,10 @@ from specdsl import reference  # noqa: E402
 from specdsl.api import at_resolution  # noqa: E402
 from specdsl.ir import ModelIR  # noqa: E402
 from specdsl.passes.lower import lower  # noqa: E402
+from tests.features.helpers import TOLERANCE, relative_error  # noqa: E402  (the suite's bound and measure)
 
 BACKENDS = ("torch", "onnx", "keras")
 Maps = list[np.ndarray]
-
-
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(np.asarray(got, np.float64) - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
 def torch_taps(ir: ModelIR, state: dict[str, np.ndarray], x: np.ndarray, *, double: bool = False) -> Maps:
