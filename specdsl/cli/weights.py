@@ -83,8 +83,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     ir = inputs.load(args.spec, args.root)
     out = Path(args.output)
     preflight(out.parent, [Path(out.name)], force=args.force)
+    from specdsl.interop._common import HeadMismatch
+
     try:
         state, metadata = import_file(ir, args.file, args.format, skip_head=args.skip_head)
+    except HeadMismatch as error:
+        raise SpecError(str(error), hint="pass --skip-head to leave the classifier to the trainer") from None
     except weights.WeightsError as error:
         raise _blamed(error) from None
     with staged_output(out.parent, force=args.force, shown=str(out)) as staging:

@@ -90,10 +90,8 @@ def gather(
             state[name] = array
     if head is not None:
         problems = [p for p in problems if "'classifier." not in p]
-        raise (WeightsError if problems else HeadMismatch)(
-            f"{label} does not fit {ir.name}: {_listed([head, *problems])} "
-            "(pass --skip-head to leave the classifier to the trainer)"
-        )
+        problem = WeightsError if problems else HeadMismatch  # only the latter can be imported without its head
+        raise problem(f"{label} does not fit {ir.name}: {_listed([head, *problems])}")
     unused = [key for key in source if key not in used]
     if unused:
         problems.append(f"{len(unused)} of its tensors have no place in the network, first '{unused[0]}'")
