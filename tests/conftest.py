@@ -17,6 +17,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+#: Every command of the console script (`specdsl --help`).
+COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train", "predict", "grid", "weights"]
 
 #: A two-stage network small enough for any test: one single-conv stage, one MBConv+SE stage.
 TINY_SPEC = """\

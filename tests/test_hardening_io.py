@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from specdsl.output import files
-from tests.conftest import ROOT, listing, one_error_line, run_cli, run_main
-
-COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train", "grid"]
+from tests.conftest import COMMANDS, ROOT, listing, one_error_line, run_cli, run_main
 
 
 def _start(*args: str, ignore: tuple[int, ...] = ()) -> subprocess.Popen[str]:
@@ -117,8 +115,10 @@ def _wait_for_staging(out: Path, process: subprocess.Popen[str]) -> Path:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         for name in _staging(out):
-            if name.startswith(f"{files._STAGING_PREFIX}{process.pid}-") and (out / name / "owner").stat().st_size:
-                return out / name
+            owner = out / name / "owner"  # written once the directory exists; gone again once published
+            with contextlib.suppress(FileNotFoundError):
+                if name.startswith(f"{files._STAGING_PREFIX}{process.pid}-") and owner.stat().st_size:
+                    return out / name
         time.sleep(0.02)
     raise AssertionError("the build never staged its output")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from specdsl import __version__
-from specdsl.cli import build_flags, commands, grid, train, weights
+from specdsl.cli import build_flags, commands, grid, predict, train, weights
 from specdsl.cli import features as cli_features
 from specdsl.output import files
 
@@ -32,6 +32,7 @@ _EPILOG = """examples:
   specdsl build specs/b0.spec --backend onnx -o build/b0-onnx --weights b0.safetensors
   specdsl plot v2_s -o v2_s.png
   specdsl train specs/digits_tiny.spec -o runs/digits
+  specdsl predict runs/digits images/
   specdsl grid specs/digits_tiny.spec -o grids/digits --alpha 1:2:0.2 --beta 1:1.4:0.1 --gamma 1:1.5:0.25
 """
 
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_schema(sub)
     _add_build(sub, specs)
     train.add_parser(sub)
+    predict.add_parser(sub, [specs])
     grid.add_parser(sub, [specs])
     weights.add_parser(sub, [specs])
     _add_plot(sub, specs)

@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from specdsl import weights as canonical
+from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.output.files import os_errors_as_cannot_write, publish_permissions
 from specdsl.training.rundir import (
@@ -295,13 +297,17 @@ class _StateFile(BaseModel):
     digest: str
 
 
-class _BestFile(BaseModel):
+class BestFile(BaseModel):
+    """best.json: the best epoch's held-out evaluation, and what `specdsl predict` reads of the run."""
+
     model_config = ConfigDict(allow_inf_nan=False)
 
     epoch: int = Field(ge=0)
     accuracy: float = Field(ge=0.0, le=1.0)
     loss: float
     predictions: list[int]
+    classes: list[str] = []  # absent from runs before `specdsl predict`
+    center_crop: bool | None = None
 
 
 def _schema_error(error: ValidationError) -> str:
@@ -310,12 +316,19 @@ def _schema_error(error: ValidationError) -> str:
     return f"{where + ': ' if where else ''}{first['msg']}"
 
 
-def _read_json(path: Path, schema: type[BaseModel]) -> BaseModel:
-    data = read_state(path, TEXT_LIMIT)
+def _read_json(path: Path, schema: type[BaseModel], problem: Callable[[Path, str], SpecError] = damaged) -> BaseModel:
+    data = read_state(path, TEXT_LIMIT, problem)
     try:
         return schema.model_validate_json(data)
     except ValidationError as error:
-        raise damaged(path, f"not the trainer's {path.name} ({_schema_error(error)})") from None
+        raise problem(path, f"not the trainer's {path.name} ({_schema_error(error)})") from None
+
+
+def read_best(path: Path, problem: Callable[[Path, str], SpecError]) -> BestFile:
+    """A run's best.json, checked; ``problem`` words the error for the command reading it."""
+    best = _read_json(path, BestFile, problem)
+    assert isinstance(best, BestFile)
+    return best
 
 
 def _tensors(path: Path, limit: int) -> dict[str, Any]:
@@ -428,7 +441,7 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
         ema = _weights(ema_path, ir)
     tensors = _state_tensors(directory / "state.safetensors", meta, shapes)
     if progress.best_epoch >= 0:  # the best weights and their summary: readable, finite, the network's
-        best = _read_json(directory / "best.json", _BestFile)
+        best = _read_json(directory / "best.json", BestFile)
         if (best.epoch, best.accuracy) != (progress.best_epoch, progress.best_accuracy):
             raise damaged(directory / "best.json", f"epoch {best.epoch} is not the best epoch {progress.best_epoch}")
         _weights(directory / "best.safetensors", ir)

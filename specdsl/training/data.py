@@ -208,9 +208,9 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
         raise SpecError(f"cannot list the directory: {_reason(error)}", path=str(directory)) from None
 
 
-def _class_images(directory: Path) -> list[Path]:
-    """The image files of one class folder (by extension, sorted; hidden files, such as macOS's ``._*`` companions,
-    skipped), each one's header checked (`open_image`)."""
+def image_files(directory: Path) -> list[Path]:
+    """The image files directly in ``directory`` (by extension, sorted; hidden files, such as macOS's ``._*``
+    companions, skipped), each one's header checked (`open_image`)."""
     paths = [
         Path(entry.path)
         for entry in _entries(directory)
@@ -222,11 +222,16 @@ def _class_images(directory: Path) -> list[Path]:
     return paths
 
 
+def check_channels(channels: int, path: str) -> None:
+    """Image files decode to greyscale or RGB: a network taking other input has no image files to read."""
+    if channels not in (1, 3):
+        raise SpecError(f"image files decode to 1 or 3 channels; the network takes {channels}", path=path)
+
+
 def image_folder(root: Path, channels: int) -> Source:
     """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted. Every
     class folder of train/ must hold images; val/ may lack a class, but has none train/ lacks."""
-    if channels not in (1, 3):
-        raise SpecError(f"image files decode to 1 or 3 channels; the network takes {channels}", path=str(root))
+    check_channels(channels, str(root))
     splits = {}
     classes: tuple[str, ...] = ()
     for split in ("train", "val"):
@@ -248,7 +253,7 @@ def image_folder(root: Path, channels: int) -> Source:
         for label, name in enumerate(classes):
             if name not in found:
                 continue
-            files = _class_images(directory / name)
+            files = image_files(directory / name)
             if not files:
                 raise SpecError(
                     f"class directory holds no images ({', '.join(IMAGE_SUFFIXES)})", path=str(directory / name)

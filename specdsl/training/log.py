@@ -51,12 +51,12 @@ def truncate_metrics(path: Path, epochs: int) -> None:
         write_text(path, _lines(records))
 
 
-def progress_bar(total: int, description: str, *, enabled: bool) -> tqdm:
+def progress_bar(total: int, description: str, *, enabled: bool, unit: str = "step") -> tqdm:
     """tqdm on stderr, only when it is a terminal (and ``enabled``: rank 0, not --quiet)."""
     return tqdm(
         total=total,
         desc=description,
-        unit="step",
+        unit=unit,
         disable=not (enabled and sys.stderr.isatty()),
         leave=False,
         dynamic_ncols=True,

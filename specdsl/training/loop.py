@@ -336,5 +336,7 @@ class Trainer:
         self.progress.best_accuracy, self.progress.best_epoch = result.accuracy, epoch
         summary = {"epoch": epoch, "accuracy": result.accuracy, "loss": result.loss}
         summary["predictions"] = result.predictions.tolist()
+        # what `specdsl predict RUN_DIR` needs to name classes and view images as this evaluation did
+        summary |= {"classes": list(self.source.classes), "center_crop": self.source.center_crop}
         write_text(self.run_dir / "best.json", json.dumps(summary) + "\n")
         write_atomic(self.run_dir / "best.safetensors", lambda path: canonical.save(self.eval_model, path, ir=self.ir))

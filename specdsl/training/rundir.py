@@ -73,20 +73,20 @@ def damaged(path: Path, what: str) -> SpecError:
 TEXT_LIMIT = 256 * 2**20
 
 
-def read_state(path: Path, limit: int | None = None) -> bytes:
+def read_state(path: Path, limit: int | None = None, problem: Callable[[Path, str], SpecError] = damaged) -> bytes:
     """A state file's bytes: only a regular file (a FIFO or a directory is an error, never a hang), of at most
-    ``limit`` bytes."""
+    ``limit`` bytes. ``problem`` words the error (default: the run cannot resume)."""
     try:
         if not os.path.lexists(path):
-            raise damaged(path, "missing")
+            raise problem(path, "missing")
         found = path.stat()
         if not stat.S_ISREG(found.st_mode):
-            raise damaged(path, "not a regular file")
+            raise problem(path, "not a regular file")
         if limit is not None and found.st_size > limit:
-            raise damaged(path, f"{found.st_size:,} bytes, more than the trainer ever writes there ({limit:,})")
+            raise problem(path, f"{found.st_size:,} bytes, more than the trainer ever writes there ({limit:,})")
         return path.read_bytes()
     except OSError as error:
-        raise damaged(path, f"cannot read it ({error.strerror or error})") from None
+        raise problem(path, f"cannot read it ({error.strerror or error})") from None
 
 
 def _is_directory(path: Path) -> bool:

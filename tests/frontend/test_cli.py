@@ -11,9 +11,7 @@ import pytest
 
 import specdsl
 from specdsl.training.schedule import schedule_of
-from tests.conftest import SPECS, run_cli
-
-COMMANDS = ["check", "list", "info", "scale", "fmt", "schema", "build", "plot", "train", "grid"]
+from tests.conftest import COMMANDS, SPECS, run_cli
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -20,7 +20,7 @@ from specdsl.training import TrainOptions, train  # noqa: E402
 from specdsl.training.checkpoint import load as load_checkpoint  # noqa: E402
 from specdsl.training.data import open_source  # noqa: E402
 from specdsl.training.evaluate import evaluate, file_predictor, held_out, torch_predictor  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import run_cli, run_main  # noqa: E402
 
 from .conftest import TRAIN_SPEC  # noqa: E402
 
@@ -152,3 +152,21 @@ def test_trained_weights_deploy_with_the_same_predictions(finished_run: Path, tm
     # Folding BN into the convs (deploy=True) changes rounding only; on these images no prediction moves.
     folded = evaluate(torch_predictor(specdsl.build(ir, weights=best, deploy=True)), batches)
     assert folded.predictions.tolist() == summary["predictions"]
+
+
+def test_predict_on_the_held_out_images_as_files_gives_the_runs_predictions(finished_run: Path, tmp_path: Path) -> None:
+    """`specdsl predict RUN_DIR` on the 360 held-out digits saved as PNG files (lossless): the class names and the
+    whole-image view come from best.json, and every top-1 class is the one the trainer recorded."""
+    from PIL import Image
+
+    summary = json.loads((finished_run / "best.json").read_text())
+    assert summary["classes"] == [str(digit) for digit in range(10)] and summary["center_crop"] is False
+    held = open_source("builtin:digits", 3).held_out
+    for index in range(len(held)):
+        Image.fromarray(held.image(index)[0].numpy()).save(tmp_path / f"{index:03d}.png")  # greyscale 8x8
+    code, stdout, stderr = run_main("predict", str(finished_run), str(tmp_path), "--top", "1", "--json")
+    assert code == 0, stderr
+    found = json.loads(stdout)
+    assert found["view"] == "whole" and len(found["images"]) == 360
+    assert [image["top"][0]["class"] for image in found["images"]] == summary["predictions"]
+    assert all(image["top"][0]["label"] == str(image["top"][0]["class"]) for image in found["images"])
