@@ -7,10 +7,13 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specdsl.cli import inputs
 from specdsl.errors import SpecError
+
+if TYPE_CHECKING:
+    from specdsl.training.predict import Classifier, Prediction
 
 _EXAMPLES = """examples:
   specdsl predict runs/pets photos/cat.jpg photos/more/       # a run directory: its best weights and class names
@@ -64,7 +67,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise SpecError(f"predict needs {error.name}: pip install 'specdsl[train]'") from None
 
-    if predicting.is_run_directory(args.target):
+    if Path(args.target).is_dir():
         classifier = predicting.open_run(Path(args.target), args.weights)
     elif args.weights is None:
         raise SpecError(
@@ -97,7 +100,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_bar(found: Iterator[Any], total: int) -> Iterator[Any]:
+def progress_bar(found: Iterator[Prediction], total: int) -> Iterator[Prediction]:
     """The predictions, counted on a progress bar (on a terminal's stderr only)."""
     from specdsl.training.log import progress_bar as bar
 
@@ -107,7 +110,7 @@ def progress_bar(found: Iterator[Any], total: int) -> Iterator[Any]:
             shown.update()
 
 
-def _record(classifier: Any, prediction: Any) -> dict[str, Any]:
+def _record(classifier: Classifier, prediction: Prediction) -> dict[str, Any]:
     top = [
         {"class": index, "label": classifier.label(index), "probability": probability}
         for index, probability in prediction.top

@@ -47,10 +47,6 @@ class Prediction:
     top: tuple[tuple[int, float], ...]  # (class index, probability), most probable first
 
 
-def is_run_directory(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / SPEC_FILE).is_file()
-
-
 def _run_problem(path: Path, what: str) -> SpecError:
     return SpecError(f"{what}: not a run directory `specdsl train` finished an epoch in", path=str(path))
 
@@ -62,6 +58,8 @@ def open_run(run_dir: Path, weights: str | None = None) -> Classifier:
     from specdsl.passes.resolve import resolve
     from specdsl.training.checkpoint import read_best
 
+    if not (run_dir / SPEC_FILE).is_file():
+        raise _run_problem(run_dir / SPEC_FILE, "missing")
     ir = resolve(load_document(run_dir / SPEC_FILE))
     best = run_dir / BEST_JSON
     if weights is None and not (run_dir / BEST_WEIGHTS).exists():

@@ -132,6 +132,7 @@ BAD = {
     "damaged best.json": "best.json: error: not the trainer's best.json",
     "best.json of another class count": "best.json: error: names 3 classes; the run's network has 10",
     "two channels": "two.spec: error: image files decode to 1 or 3 channels",
+    "directory that is no run": "spec.spec: error: missing: not a run directory",
 }
 
 
@@ -179,6 +180,8 @@ def test_bad_input_is_one_line_and_touches_nothing(case: str, tmp_path: Path) ->
         weights.save(weights.initial(ir, 0), tmp_path / "two.safetensors", ir=ir)
         target = str(spec)
         extra += ["--weights", str(tmp_path / "two.safetensors")]
+    elif case == "directory that is no run":
+        target = str(tmp_path / "images")
     before = listing(tmp_path)
     code, stdout, stderr = run_main("predict", target, *extra)
     assert code == 2 and stdout == "", stderr
