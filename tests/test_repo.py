@@ -1,7 +1,9 @@
-"""Repository hygiene: lint, and the README's commands are the ones CI runs."""
+"""Repository hygiene: lint, the README's commands are the ones CI runs, and every documented command parses."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 
@@ -45,3 +47,45 @@ def test_every_package_is_in_the_wheel() -> None:
             relative = init.parent.relative_to(root).parts
             found.add(".".join((prefix, *relative)))
     assert found <= declared, f"add to [tool.setuptools] packages (and package-dir for backends): {found - declared}"
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `specdsl ...` command line in the README's, docs' and benchmarks' code blocks, as arguments: continued
+    lines joined, comments, redirections and pipes cut, optional ``[...]`` parts dropped (`torchrun ... -m specdsl`
+    too). Where each came from: ``file:line``."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]:
+        lines = path.read_text().splitlines()
+        in_block, number = False, 0
+        while number < len(lines):
+            line, start = lines[number], number + 1
+            while line.endswith("\\") and number + 1 < len(lines):
+                number += 1
+                line = line[:-1] + " " + lines[number].strip()
+            number += 1
+            if line.startswith("```"):
+                in_block = not in_block
+                continue
+            match = re.match(r"\s*(?:\$ )?(?:torchrun .*?-m )?specdsl (.*)", line)
+            if not in_block or not match:
+                continue
+            words = shlex.split(re.sub(r"\[[^\]]*\]", "", match.group(1)), comments=True)
+            for stop in ("|", "&&", ">", "2>", "<"):
+                words = words[: words.index(stop)] if stop in words else words
+            found.append((f"{path.relative_to(ROOT)}:{start}", words))
+    return found
+
+
+def test_every_documented_command_parses() -> None:
+    """Each command line the docs show names a command and flags `specdsl` has, with values its parser takes:
+    documentation that drifts from the CLI fails here (parsed only, nothing runs)."""
+    from specdsl.cli.main import UsageError, parser
+
+    commands = documented_commands()
+    assert len(commands) > 50
+    for where, words in commands:
+        try:
+            _, unknown = parser().parse_known_args(words)
+        except UsageError as error:
+            raise AssertionError(f"{where}: specdsl {' '.join(words)}: {error.message}") from None
+        assert not unknown, f"{where}: specdsl {' '.join(words)}: unknown {unknown}"

@@ -85,7 +85,7 @@ def _output_options(what: str) -> argparse.ArgumentParser:
 _JSON_HELP = "print JSON (numbers as numbers)"
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="specdsl",
         description="Declarative architecture-spec compiler for EfficientNet-family ConvNets.",
@@ -254,7 +254,7 @@ def _run(argv: Sequence[str] | None) -> int:
     from specdsl.errors import SpecError
 
     try:
-        args, unknown = _parser().parse_known_args(argv)
+        args, unknown = parser().parse_known_args(argv)
         if unknown:  # named by the command they were given to (argparse names only `specdsl`)
             raise UsageError(f"specdsl {args.command}", f"unrecognized arguments: {' '.join(unknown)}")
         code = args.run(args)
