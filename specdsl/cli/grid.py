@@ -46,7 +46,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     grid.add_argument(
         "-o", "--output", required=True, metavar="OUT", help="output directory (created; reruns continue)"
     )
-    grid.add_argument("--data", default="builtin:digits", help="builtin:digits (default) or an ImageFolder directory")
+    grid.add_argument(
+        "--data",
+        default="builtin:digits",
+        help="builtin:digits (default), or a directory: DIR/train/<class>/*, DIR/val/<class>/*, or only class folders "
+        "(a fixed 20%% of each class then held out)",
+    )
     space = grid.add_argument_group("search space")
     for axis, what in (("alpha", "depth"), ("beta", "width"), ("gamma", "resolution")):
         space.add_argument(

@@ -34,7 +34,12 @@ def add_parser(sub: Any) -> None:
     )
     train.add_argument("spec", metavar="SPEC")
     train.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory")
-    train.add_argument("--data", default="builtin:digits", help="builtin:digits (default) or an ImageFolder directory")
+    train.add_argument(
+        "--data",
+        default="builtin:digits",
+        help="builtin:digits (default), or a directory: DIR/train/<class>/*, DIR/val/<class>/*, or only class folders "
+        "(a fixed 20%% of each class then held out)",
+    )
     recipe = train.add_argument_group("recipe overrides (the spec's training keys)")
     recipe.add_argument("--epochs", type=int, help="training.epochs")
     recipe.add_argument("--batch-size", type=int, help="training.batch_size (global, over all processes)")

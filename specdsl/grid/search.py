@@ -76,14 +76,16 @@ def check_running(jobs: int | None, threads: int | None, shard: tuple[int, int])
         raise SpecError(f"expected I/N with 0 <= I < N <= {MAX_SHARDS}, got {shard[0]}/{shard[1]}", path="--shard")
 
 
-def check_data(base: SpecDocument, settings: GridSettings) -> None:
+def check_data(base: SpecDocument, settings: GridSettings) -> str | None:
     """What the data must agree on with every network of the grid (they share the base's input and head): it
-    opens, decodes to the network's input channels, and has as many classes as the network has outputs."""
+    opens, decodes to the network's input channels, and has as many classes as the network has outputs. Returns
+    how its held-out split was made, where the data did not say."""
     from specdsl.training.data import check_classes, open_source, with_train_subset
 
     ir = resolve(base)
     source = with_train_subset(open_source(settings.data, ir.in_channels), settings.train_images)
     check_classes(source, ir.head.classes, path=f"--data {settings.data}", spec="the base spec")
+    return source.note
 
 
 def search(
@@ -107,7 +109,7 @@ def search(
     slots = local_slots(jobs, threads)
     out = Path(out)
     with_recipe(base, settings.recipe)  # bad --set keys are diagnostics before anything is computed
-    check_data(base, settings)
+    note = check_data(base, settings)
     points = enumerate_grid(
         base, settings.alphas, settings.betas, settings.gammas, budget=settings.budget, tolerance=settings.tolerance
     )
@@ -120,6 +122,8 @@ def search(
     _check_results(grid_store, candidates, rungs)
     (out / store.RUNS_DIR).mkdir(exist_ok=True)
     kept = sum(point.kept for point in points)
+    if note:
+        log(note)
     log(f"{len(points)} grid points, {kept} within the budget, {len(candidates)} distinct networks; "
         f"{len(rungs)} rung(s) of {', '.join(f'{r.size} x {r.epochs} epochs' for r in rungs)}")  # fmt: skip
 

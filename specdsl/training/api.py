@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,8 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
         _prepare_run_dir(run_dir, spec_text, options, ctx)
         if ctx.is_main:
             finetune.say(tuning, options.quiet)
+            if source.note and not options.quiet:
+                print(source.note, file=sys.stderr)
         trainer = Trainer(ir, source, run_dir, ctx, options, tuning)
         if options.resume:
             trainer.resume()

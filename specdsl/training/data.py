@@ -43,6 +43,9 @@ from specdsl.errors import SpecError
 
 BUILTIN_PREFIX = "builtin:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+#: Held out of a data folder without val/: a fixed share of each class (builtin:digits holds out the same share).
+HELD_OUT_SHARE = 0.2
+HELD_OUT_SEED = 20_240_601  # any fixed number: the choice must not follow a run's --seed
 EVAL_CROP_PADDING = 32  # google/automl preprocessing: centre crop image_size / (image_size + 32)
 #: Largest image read from a data folder, in pixels (width x height): 36 megapixels, 6000x6000 or a 7360x4912
 #: photograph; checked from the header before decoding, so one image never takes more than ~0.6 GB to decode
@@ -71,6 +74,7 @@ class Source:
     train: Split
     held_out: Split
     center_crop: bool  # automl's eval centre crop (photographs) or the whole image (digits)
+    note: str | None = None  # how the held-out split was made, where the data did not say (told before training)
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def digits(channels: int, seed: int = 0) -> Source:
     pixels = np.rint(data.images * (255.0 / 16.0)).astype(np.uint8)
     images = torch.from_numpy(pixels)[:, None].expand(-1, channels, -1, -1).contiguous()
     indices = np.arange(len(images))
-    train, held_out = train_test_split(indices, test_size=0.2, stratify=data.target, random_state=seed)
+    train, held_out = train_test_split(indices, test_size=HELD_OUT_SHARE, stratify=data.target, random_state=seed)
     train, held_out = np.sort(train), np.sort(held_out)
     labels = data.target.tolist()
     return Source(
@@ -229,20 +233,68 @@ def check_channels(channels: int, path: str) -> None:
 
 
 def image_folder(root: Path, channels: int) -> Source:
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; without ``val/``, the classes of ``root/train/`` (or of
+    ``root`` itself) with a fixed share of each class held out (`held_out_indices`)."""
+    check_channels(channels, str(root))
+    if (root / "val").is_dir():
+        return _split_folder(root, channels)
+    directory = root / "train" if (root / "train").is_dir() else root
+    classes = _class_directories(directory, "<class>/<images>, or train/<class>/ and val/<class>/")
+    train: tuple[list[Path], list[int]] = ([], [])
+    held: tuple[list[Path], list[int]] = ([], [])
+    for label, name in enumerate(classes):
+        files = _class_files(directory / name)
+        chosen = set(held_out_indices(len(files), label))
+        for index, path in enumerate(files):
+            split = held if index in chosen else train
+            split[0].append(path)
+            split[1].append(label)
+    if not held[0]:
+        raise SpecError(
+            "no class has the 2 images a held-out split needs: add images, or give val/<class>/ folders",
+            path=str(directory),
+        )
+    note = (
+        f"{directory}: no val/ folder, so {len(held[0])} of {len(held[0]) + len(train[0])} images are held out for "
+        f"evaluation (a fixed {HELD_OUT_SHARE:.0%} of each class, the same on every run)"
+    )
+    held_out = FileSplit(*held, channels)
+    return Source(str(root), classes, FileSplit(*train, channels), held_out, center_crop=True, note=note)
+
+
+def held_out_indices(count: int, label: int) -> list[int]:
+    """Which of a class's ``count`` images (sorted by name) a folder without val/ holds out: `HELD_OUT_SHARE` of
+    them (at least one where the class has two), drawn by a generator seeded by the label alone, so every run,
+    rank and resumed run holds out the same images."""
+    share = int(count * HELD_OUT_SHARE)
+    share = max(share, 1) if count >= 2 else 0
+    return sorted(np.random.default_rng([HELD_OUT_SEED, label]).permutation(count)[:share].tolist())
+
+
+def _class_directories(directory: Path, expected: str) -> tuple[str, ...]:
+    classes = tuple(entry.name for entry in _entries(directory) if entry.is_dir())
+    if not classes:
+        raise SpecError(f"no class directories (expected {expected})", path=str(directory))
+    return classes
+
+
+def _class_files(directory: Path) -> list[Path]:
+    files = image_files(directory)
+    if not files:
+        raise SpecError(f"class directory holds no images ({', '.join(IMAGE_SUFFIXES)})", path=str(directory))
+    return files
+
+
+def _split_folder(root: Path, channels: int) -> Source:
     """``root/train/<class>/*`` and ``root/val/<class>/*``; classes are the train sub-directories, sorted. Every
     class folder of train/ must hold images; val/ may lack a class, but has none train/ lacks."""
-    check_channels(channels, str(root))
+    if not (root / "train").is_dir():
+        raise SpecError("no 'train' directory beside val/ (expected train/<class>/<images>)", path=str(root))
+    classes = _class_directories(root / "train", "train/<class>/<images>")
     splits = {}
-    classes: tuple[str, ...] = ()
     for split in ("train", "val"):
         directory = root / split
-        if not directory.is_dir():
-            raise SpecError(f"no '{split}' directory (expected {split}/<class>/<images>)", path=str(root))
-        found = tuple(entry.name for entry in _entries(directory) if entry.is_dir())
-        if split == "train":
-            classes = found
-            if not classes:
-                raise SpecError("no class directories (expected train/<class>/<images>)", path=str(directory))
+        found = _class_directories(directory, f"{split}/<class>/<images>") if split == "val" else classes
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise SpecError(
@@ -251,17 +303,10 @@ def image_folder(root: Path, channels: int) -> Source:
             )
         paths, labels = [], []
         for label, name in enumerate(classes):
-            if name not in found:
-                continue
-            files = image_files(directory / name)
-            if not files:
-                raise SpecError(
-                    f"class directory holds no images ({', '.join(IMAGE_SUFFIXES)})", path=str(directory / name)
-                )
-            paths += files
-            labels += [label] * len(files)
-        if not paths:
-            raise SpecError(f"{split}/ holds no images of the classes in train/", path=str(root))
+            if name in found:
+                files = _class_files(directory / name)
+                paths += files
+                labels += [label] * len(files)
         splits[split] = FileSplit(paths, labels, channels)
     return Source(str(root), classes, splits["train"], splits["val"], center_crop=True)
 

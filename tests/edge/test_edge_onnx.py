@@ -116,7 +116,7 @@ def _bad_folder(root: Path) -> Path:
     ("args", "expected"),
     [
         (["--backend", "onnx", "--quantize", "int8"], "add --calibration DATA"),
-        (["--backend", "onnx", "--quantize", "int8", "--calibration", "{empty}"], "no 'train' directory"),
+        (["--backend", "onnx", "--quantize", "int8", "--calibration", "{empty}"], "no class directories"),
         (["--backend", "onnx", "--quantize", "int8", "--calibration", "{bad}"], "x.png"),
         (["--backend", "onnx", "--quantize", "int8", "--calibration", "{missing}"], "data directory not found"),
         (["--backend", "onnx", "--quantize", "int8", "--calibration", "builtin:nope"], "unknown built-in"),

@@ -83,7 +83,7 @@ def test_cli_int8_io_float16_and_determinism(tmp_path: Path) -> None:
         (["--export", "tflite", "--int8-io"], "--int8-io is for a quantized build"),
         (["--export", "tflite", "--quantize", "float16", "--int8-io"], "--int8-io is for --quantize int8"),
         (["--export", "saved_model", "--quantize", "float16"], "add --export tflite"),
-        (["--export", "tflite", "--quantize", "int8", "--calibration", "{empty}"], "no 'train' directory"),
+        (["--export", "tflite", "--quantize", "int8", "--calibration", "{empty}"], "no class directories"),
         (
             [
                 "--export",

@@ -74,11 +74,38 @@ def test_image_folder_decodes_and_evaluates_with_automls_centre_crop(tmp_path: P
     assert colour.shape == (3, 30, 50) and colour[:, 0, 0].tolist() == [200, 30, 30]
     view = eval_view(colour, 24, center_crop=True)
     assert view.shape == (3, 24, 24) and torch.allclose(view[:, 5, 5], torch.tensor([200, 30, 30]) / 255)
-    with pytest.raises(SpecError, match="no 'val' directory"):
-        (tmp_path / "val").rename(tmp_path / "validation")
+    with pytest.raises(SpecError, match="no 'train' directory beside val/"):
+        (tmp_path / "train").rename(tmp_path / "training")
         open_source(str(tmp_path), channels=3)
     with pytest.raises(SpecError, match="data directory not found"):
         open_source(str(tmp_path / "missing"), channels=3)
+
+
+def test_a_folder_without_val_holds_out_a_fixed_share_of_each_class(tmp_path: Path) -> None:
+    """Classes straight under DIR (or under DIR/train/ alone): 20% of each class's images, at least one where it has
+    two, held out; the same images on every open; the split is said in the source's note."""
+    counts = {"ant": 10, "bee": 7, "cow": 1, "dog": 2}
+    for name, count in counts.items():
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (12, 10), (index, 20, 30)).save(tmp_path / "photos" / name / f"{index:02d}.png")
+    source = open_source(str(tmp_path / "photos"), channels=3)
+    assert source.classes == ("ant", "bee", "cow", "dog") and source.center_crop
+    assert Counter(source.held_out.labels) == {0: 2, 1: 1, 3: 1}  # int(10 * 0.2), max(int(7 * 0.2), 1), none of 1
+    assert Counter(source.train.labels) == {0: 8, 1: 6, 2: 1, 3: 1}
+    held, trained = set(source.held_out.paths), set(source.train.paths)
+    assert not held & trained and len(held | trained) == sum(counts.values())
+    assert all(path.parent.name == source.classes[label] for path, label in
+               zip(source.held_out.paths, source.held_out.labels, strict=True))  # fmt: skip
+    assert source.note is not None and "4 of 20 images are held out" in source.note
+    assert open_source(str(tmp_path / "photos"), channels=1).held_out.paths == source.held_out.paths
+    (tmp_path / "split").mkdir()
+    (tmp_path / "photos").rename(tmp_path / "split" / "train")  # train/ without val/: the same split of train/
+    again = open_source(str(tmp_path / "split"), channels=3)
+    assert [path.relative_to(tmp_path / "split" / "train") for path in again.held_out.paths] == [
+        path.relative_to(tmp_path / "photos") for path in source.held_out.paths
+    ]
+    assert open_source(str(tmp_path / "split"), channels=3).note == again.note and digits(3).note is None
 
 
 def test_random_crops_are_inceptions_and_seeded_per_image() -> None:

@@ -101,7 +101,16 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "train",
         "no class directories",
     ),
-    "no train folder": (lambda root: (root / "train").rename(root / "training"), "", "no 'train' directory"),
+    "val folder without train": (
+        lambda root: (root / "train").rename(root / "training"),
+        "",
+        "no 'train' directory beside val/",
+    ),
+    "no class with two images": (
+        lambda root: [(root / "val").rename(root / "v"), *(p.unlink() for p in (root / "train").glob("*/1.png"))],
+        "train",
+        "no class has the 2 images a held-out split needs",
+    ),
 }
 
 
@@ -118,7 +127,7 @@ def test_a_damaged_folder_is_one_error_naming_the_file(case: str, tmp_path: Path
 
 
 def test_an_empty_data_folder(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="no 'train' directory"):
+    with pytest.raises(SpecError, match="no class directories"):
         open_source(str(tmp_path), channels=3)
 
 

@@ -187,3 +187,31 @@ def test_bad_input_is_one_line_and_touches_nothing(case: str, tmp_path: Path) ->
     assert code == 2 and stdout == "", stderr
     line = one_error_line(stderr)
     assert BAD[case] in line and listing(tmp_path) == before, line
+
+
+def test_a_run_on_a_folder_without_val_names_its_classes_and_predicts_as_it_evaluated(tmp_path: Path) -> None:
+    """`specdsl train` on class folders alone (no val/) holds out a fixed share and says so; `specdsl predict` on
+    the held-out images gives best.json's predictions under the class folders' names, with the centre crop."""
+    pytest.importorskip("kornia")
+    from specdsl.training.data import open_source
+
+    rng = np.random.default_rng(1)
+    for name in NAMES:
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+                tmp_path / "photos" / name / f"{index}.png"
+            )
+    spec = tmp_path / "net.spec"
+    spec.write_text(TRAIN_SPEC)
+    run = tmp_path / "run"
+    data = str(tmp_path / "photos")
+    code, _, stderr = run_main("train", str(spec), "-o", str(run), "--data", data, "--epochs", "3", "--batch-size", "8")
+    assert code == 0 and "no val/ folder, so 10 of 30 images are held out" in stderr, stderr
+    best = json.loads((run / "best.json").read_text())
+    assert best["classes"] == sorted(NAMES) and best["center_crop"] is True
+    held_out = open_source(str(tmp_path / "photos"), 3).held_out
+    found = predict_json(str(run), *map(str, held_out.paths), "--top", "1")
+    assert found["view"] == "crop"
+    assert [image["top"][0]["class"] for image in found["images"]] == best["predictions"]
+    assert [image["top"][0]["label"] for image in found["images"]] == [sorted(NAMES)[k] for k in best["predictions"]]
