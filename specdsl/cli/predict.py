@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -45,6 +46,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     predict.add_argument(
         "--weights", help="weights to load (default for a run: its best.safetensors; needed for a spec)"
     )
+    predict.add_argument(
+        "--labels", metavar="FILE", help="class names, one per line in class order (default: the run's, else indices)"
+    )
     predict.add_argument("--top", type=int, default=5, help="classes per image, most probable first (default: 5)")
     predict.add_argument(
         "--view",
@@ -78,6 +82,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         classifier = predicting.Classifier(inputs.load(args.target, args.root), Path(args.weights))
     classifier = predicting.with_view(classifier, args.view)
+    if args.labels is not None:
+        classes = predicting.read_labels(args.labels, classifier.ir.head.classes)
+        classifier = dataclasses.replace(classifier, classes=classes)
     check_channels(classifier.ir.in_channels, args.target)
     top = min(args.top, classifier.ir.head.classes)
     paths = predicting.image_paths(args.images)

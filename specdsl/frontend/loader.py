@@ -148,19 +148,24 @@ def _roots(base: Path, roots: Sequence[Path]) -> list[Path]:
 
 
 def read_spec_text(path: Path, shown: str, span: SourceSpan | None = None) -> str:
-    """A spec file's text: a regular file (not a directory, FIFO or device), at most `limits.MAX_SPEC_BYTES` (read
-    bounded, so a file that grows meanwhile cannot exhaust memory), UTF-8."""
-    with path_problems(shown, span=span):
+    """A spec file's text (`read_text_file` at `limits.MAX_SPEC_BYTES`)."""
+    return read_text_file(path, shown, limit=limits.MAX_SPEC_BYTES, kind="spec", span=span)
+
+
+def read_text_file(path: Path, shown: str, *, limit: int, kind: str, span: SourceSpan | None = None) -> str:
+    """A text file the user names: a regular file (not a directory, FIFO or device), at most ``limit`` bytes (read
+    bounded, so a file that grows meanwhile cannot exhaust memory), UTF-8; errors name it as a ``kind`` file."""
+    with path_problems(shown, f"cannot read {kind}", span=span):
         if not stat.S_ISREG(path.stat().st_mode):  # stat says why a path cannot be read (missing, a loop, ...)
             raise SpecError("not a regular file", span, path=shown)
         with path.open("rb") as file:
-            data = file.read(limits.MAX_SPEC_BYTES + 1)
-    if len(data) > limits.MAX_SPEC_BYTES:
-        raise SpecError(f"spec file exceeds the limit of {limits.MAX_SPEC_BYTES} bytes", span, path=shown)
+            data = file.read(limit + 1)
+    if len(data) > limit:
+        raise SpecError(f"{kind} file exceeds the limit of {limit} bytes", span, path=shown)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"spec is not valid UTF-8 (byte {exc.start})", span, path=shown) from None
+        raise SpecError(f"{kind} is not valid UTF-8 (byte {exc.start})", span, path=shown) from None
 
 
 def _check_text(text: str, shown: str) -> None:

@@ -26,6 +26,7 @@ BEST_WEIGHTS = "best.safetensors"
 BEST_JSON = "best.json"
 #: Most images one command classifies: a listing this long is a mistake (a whole disk), not a batch job.
 MAX_IMAGES = 1_000_000
+MAX_LABELS_BYTES = 16 * 2**20  # ImageNet-21k's 21,841 names take 0.3 MB
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,21 @@ def open_run(run_dir: Path, weights: str | None = None) -> Classifier:
         raise _run_problem(best, f"names {len(classes)} classes; the run's network has {ir.head.classes}")
     center_crop = True if found is None or found.center_crop is None else found.center_crop
     return Classifier(ir, Path(weights) if weights else run_dir / BEST_WEIGHTS, classes, center_crop)
+
+
+def read_labels(path: str, classes: int) -> tuple[str, ...]:
+    """Class names from a text file, one per line in class order (as timm's and torchvision's ImageNet lists): as
+    many lines as the network has classes, none blank (names may repeat: ImageNet's do)."""
+    from specdsl.errors import SourceSpan
+    from specdsl.frontend.loader import read_text_file
+
+    lines = read_text_file(Path(path), path, limit=MAX_LABELS_BYTES, kind="labels").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise SpecError("a blank line: one class name per line", SourceSpan(path=path, line=number, column=1))
+    if len(lines) != classes:
+        raise SpecError(f"{len(lines)} class names for the network's {classes} classes", path=path)
+    return tuple(line.strip() for line in lines)
 
 
 def image_paths(arguments: Sequence[str]) -> list[Path]:

@@ -106,6 +106,12 @@ def test_a_spec_takes_weights_and_an_old_run_names_no_classes(tmp_path: Path) ->
     from_run = predict_json(str(run), str(path))
     assert from_spec["images"][0]["top"] == [{**entry, "label": str(entry["class"])} for entry in
                                              from_run["images"][0]["top"]]  # fmt: skip
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{name.upper()}\n" for name in NAMES))  # --labels names the classes of either
+    named = predict_json(str(spec), str(path), "--weights", str(run / "best.safetensors"), "--labels", str(labels))
+    assert [entry["label"] for entry in named["images"][0]["top"]] == [
+        NAMES[entry["class"]].upper() for entry in named["images"][0]["top"]
+    ]
     (run / "best.json").unlink()  # a run from before best.json named its classes: indices, automl's crop
     old = predict_json(str(run), str(path))
     assert old["view"] == "crop" and old["images"][0]["top"][0]["label"] == str(old["images"][0]["top"][0]["class"])
@@ -133,6 +139,10 @@ BAD = {
     "best.json of another class count": "best.json: error: names 3 classes; the run's network has 10",
     "two channels": "two.spec: error: image files decode to 1 or 3 channels",
     "directory that is no run": "spec.spec: error: missing: not a run directory",
+    "labels of another count": "labels.txt: error: 9 class names for the network's 10 classes",
+    "labels with a blank line": "labels.txt:3:1: error: a blank line: one class name per line",
+    "labels not utf-8": "labels.txt: error: labels is not valid UTF-8 (byte 3)",
+    "labels from a fifo": "labels.txt: error: not a regular file",
 }
 
 
@@ -182,6 +192,14 @@ def test_bad_input_is_one_line_and_touches_nothing(case: str, tmp_path: Path) ->
         extra += ["--weights", str(tmp_path / "two.safetensors")]
     elif case == "directory that is no run":
         target = str(tmp_path / "images")
+    elif case.startswith("labels"):
+        labels = tmp_path / "labels.txt"
+        if case == "labels from a fifo":
+            os.mkfifo(labels)
+        else:
+            text = {"labels of another count": "\n".join(NAMES[:9]), "labels with a blank line": "a\nb\n\nd\n"}
+            labels.write_bytes(text[case].encode() if case in text else b"ant\xff\n")
+        extra += ["--labels", str(labels)]
     before = listing(tmp_path)
     code, stdout, stderr = run_main("predict", target, *extra)
     assert code == 2 and stdout == "", stderr
