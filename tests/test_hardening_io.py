@@ -237,3 +237,24 @@ def test_a_stop_whose_exception_was_swallowed_still_publishes_nothing(
     code, _, stderr = run_main("scale", "b0", "--phi", "1", "-o", str(tmp_path / "b1ish.spec"))
     assert code == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["after the command returned", "while reporting an error"])
+def test_a_stop_outside_the_command_is_an_exit_code_not_a_traceback(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal whose handler runs once the command has returned, or inside `main`'s own error reporting, is still
+    128 + the signal and nothing else: no traceback escapes the console script."""
+    from specdsl.cli import main
+
+    def stopped(*_: object) -> None:
+        files._on_signal(signal.SIGTERM, None)  # the handler, run here as if the signal landed here
+
+    if where == "after the command returned":
+        monkeypatch.setattr(files, "stop_received", stopped)
+        args = ("check", "b0")
+    else:
+        monkeypatch.setattr(main, "_say", stopped)
+        args = ("info", "no-such-spec")
+    code, _, stderr = run_main(*args)
+    assert code == 128 + signal.SIGTERM and stderr == ""

@@ -243,10 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # sent to /dev/null, and the exit code still tells.
     sys.stdout = sys.stdout or open(os.devnull, "w")  # noqa: SIM115 - lives until exit
     sys.stderr = sys.stderr or open(os.devnull, "w")  # noqa: SIM115
-    with files.stop_signals():
-        code = _run(argv)
-        stopped = files.stop_received()  # a stop whose exception Python swallowed (see files.stop_signals)
-        return code if stopped is None or code != EXIT_OK else 128 + stopped
+    try:
+        with files.stop_signals():
+            code = _run(argv)
+            stopped = files.stop_received()  # a stop whose exception Python swallowed (see files.stop_signals)
+            return code if stopped is None or code != EXIT_OK else 128 + stopped
+    except files.Terminated as stop:  # landed outside `_run`'s handlers: while reporting, or after it returned
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        return 130
 
 
 def _run(argv: Sequence[str] | None) -> int:
