@@ -6,8 +6,10 @@ A source has a train split and a fixed held-out split of uint8 images (C, H, W) 
   scaled to 0-255 and repeated over the network's input channels; the held-out split is a stratified
   20% drawn with a fixed seed, so every run and every machine evaluates on the same 360 images;
 * a directory laid out like torchvision's ImageFolder: ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``,
-  decoded with PIL. Only regular files are read (a symlink to one is followed; a FIFO, device, socket or
-  broken link is an error); every image's header is read when the folder is opened, and one larger than
+  decoded with PIL; without ``val/``, the class folders of ``DIR/train/`` or of ``DIR`` itself, with a fixed
+  share of each class held out (`held_out_indices`). Only regular files are read (a symlink to one is
+  followed; a FIFO, device, socket or broken link is an error); every image's header is read when the
+  folder is opened, and one larger than
   `MAX_IMAGE_PIXELS`, one PIL cannot identify, an empty class folder or a class in ``val/`` that ``train/``
   lacks is an error naming the file or folder, before anything is trained or written. Decoding is bounded
   by the pixel limit; an image that fails to decode later (data cut short after a good header) is the same
