@@ -23,7 +23,7 @@ from specdsl.training.log import read_metrics
 from specdsl.training.loop import Trainer
 from specdsl.training.options import TrainOptions, check_against_torch, check_options
 from specdsl.training.recipe import check_run_dir, run_spec_text, with_recipe
-from specdsl.training.rundir import SPEC_FILE, clear_run, write_text
+from specdsl.training.rundir import BEST_WEIGHTS, SPEC_FILE, clear_run, write_text
 
 __all__ = ["TrainOptions", "TrainResult", "train"]
 
@@ -112,7 +112,7 @@ def train(spec: str | Path | ModelIR, run_dir: str | Path, options: TrainOptions
             accuracy=evaluated[-1]["eval_accuracy"] if evaluated else None,
             best_accuracy=trainer.progress.best_accuracy,
             best_epoch=trainer.progress.best_epoch,
-            best_weights=run_dir / "best.safetensors",
+            best_weights=run_dir / BEST_WEIGHTS,
             metrics=metrics,
             seconds=time.perf_counter() - started,
             started_at=started_at,

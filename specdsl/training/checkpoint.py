@@ -40,6 +40,8 @@ from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.output.files import os_errors_as_cannot_write, publish_permissions
 from specdsl.training.rundir import (
+    BEST_JSON,
+    BEST_WEIGHTS,
     CHECKPOINT_FILES,
     METRICS_FILE,
     TEXT_LIMIT,
@@ -147,7 +149,7 @@ class Loaded:
 
 #: The run's best weights and their summary: outputs in RUN_DIR, and a copy in each checkpoint (a resumed run
 #: restores RUN_DIR's from it, so an epoch cut short after writing a new best never leaves them ahead).
-BEST_FILES = ("best.json", "best.safetensors")
+BEST_FILES = (BEST_JSON, BEST_WEIGHTS)
 
 
 def _sha256(data: bytes) -> str:
@@ -441,10 +443,10 @@ def load(directory: Path, ir: ModelIR) -> Loaded:
         ema = _weights(ema_path, ir)
     tensors = _state_tensors(directory / "state.safetensors", meta, shapes)
     if progress.best_epoch >= 0:  # the best weights and their summary: readable, finite, the network's
-        best = _read_json(directory / "best.json", BestFile)
+        best = _read_json(directory / BEST_JSON, BestFile)
         if (best.epoch, best.accuracy) != (progress.best_epoch, progress.best_accuracy):
-            raise damaged(directory / "best.json", f"epoch {best.epoch} is not the best epoch {progress.best_epoch}")
-        _weights(directory / "best.safetensors", ir)
+            raise damaged(directory / BEST_JSON, f"epoch {best.epoch} is not the best epoch {progress.best_epoch}")
+        _weights(directory / BEST_WEIGHTS, ir)
     _check_digests(run_dir, directory, meta)
     rng = []
     for rank, extra in enumerate(meta.rng):

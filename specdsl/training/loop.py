@@ -42,7 +42,7 @@ from specdsl.training.optim import build_optimizer, set_learning_rate
 from specdsl.training.options import TrainOptions
 from specdsl.training.plot import plot_run
 from specdsl.training.rates import apply_rates, current_rates, stage_rates
-from specdsl.training.rundir import damaged, write_atomic, write_text
+from specdsl.training.rundir import BEST_JSON, BEST_WEIGHTS, damaged, write_atomic, write_text
 from specdsl.training.schedule import LearningRate, StagePlan, schedule_of, stage_at
 
 
@@ -338,5 +338,5 @@ class Trainer:
         summary["predictions"] = result.predictions.tolist()
         # what `specdsl predict RUN_DIR` needs to name classes and view images as this evaluation did
         summary |= {"classes": list(self.source.classes), "center_crop": self.source.center_crop}
-        write_text(self.run_dir / "best.json", json.dumps(summary) + "\n")
-        write_atomic(self.run_dir / "best.safetensors", lambda path: canonical.save(self.eval_model, path, ir=self.ir))
+        write_text(self.run_dir / BEST_JSON, json.dumps(summary) + "\n")
+        write_atomic(self.run_dir / BEST_WEIGHTS, lambda path: canonical.save(self.eval_model, path, ir=self.ir))

@@ -20,13 +20,11 @@ import numpy as np
 from specdsl.errors import SpecError
 from specdsl.ir import ModelIR
 from specdsl.training.data import FileSplit, Source, image_files, open_image
-from specdsl.training.rundir import SPEC_FILE
+from specdsl.training.rundir import BEST_JSON, BEST_WEIGHTS, SPEC_FILE
 
-BEST_WEIGHTS = "best.safetensors"
-BEST_JSON = "best.json"
 #: Most images one command classifies: a listing this long is a mistake (a whole disk), not a batch job.
 MAX_IMAGES = 1_000_000
-MAX_LABELS_BYTES = 16 * 2**20  # ImageNet-21k's 21,841 names take 0.3 MB
+MAX_LABELS_BYTES = 16 * 2**20  # far above any class list (ImageNet-21k names 21,841 classes)
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,17 @@ SPEC_FILE = "spec.spec"  # the resolved spec a run trained, every key spelled ou
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 #: What the trainer writes in RUN_DIR, and what ``--force`` may replace there.
-TRAINER_FILES = (SPEC_FILE, METRICS_FILE, "best.safetensors", "best.json", "plot.png")
+BEST_WEIGHTS = "best.safetensors"  # the best epoch's canonical weights
+BEST_JSON = "best.json"  # its evaluation, the class names and the view (`checkpoint.BestFile`)
+TRAINER_FILES = (SPEC_FILE, METRICS_FILE, BEST_WEIGHTS, BEST_JSON, "plot.png")
 #: What the trainer writes in RUN_DIR/checkpoint/ (replaced as a whole after every epoch).
 CHECKPOINT_FILES = (
     "weights.safetensors",
     "ema.safetensors",
     "state.safetensors",
     "state.json",
-    "best.safetensors",
-    "best.json",
+    BEST_WEIGHTS,
+    BEST_JSON,
 )
 #: How a damaged run is left behind, in every message about one.
 AFRESH = "start afresh with --force (it replaces only the trainer's files)"
