@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _run(argv)
             stopped = files.stop_received()  # a stop whose exception Python swallowed (see files.stop_signals)
             return code if stopped is None or code != EXIT_OK else 128 + stopped
-    except files.Terminated as stop:  # landed outside `_run`'s handlers: while reporting, or after it returned
+    except files.Terminated as stop:  # in the command, in its error report, or after it returned: all alike
         return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
@@ -271,10 +271,6 @@ def _run(argv: Sequence[str] | None) -> int:
     except (SpecError, BackendUnavailable) as error:
         _say(str(error) if isinstance(error, SpecError) else f"error: {error}")
         return EXIT_BAD_INPUT
-    except files.Terminated as stop:
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # e.g. `specdsl info b0 | head -1`: not an error; keep Python quiet at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
